@@ -1,0 +1,11 @@
+// Package control implements the control API that `cdc cli` talks to:
+// ChangefeedService (create, get, list, update, pause, resume, remove) and
+// ClusterService (members, owner, health).
+//
+// Every process running the coordinator role serves it; requests are
+// validated here (through replicaconfig and the upstream PD) and written to
+// etcd through the store with compare-and-swap, so it does not matter which
+// coordinator a CLI reaches. It never returns a secret: every ChangefeedInfo
+// leaving the package goes through redact. It is not responsible for running
+// changefeeds; the owner reacts to what is written here.
+package control

@@ -1,0 +1,295 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/tidestream/tidestream/coordinator/cdcerr"
+	"github.com/tidestream/tidestream/coordinator/changefeed"
+	"github.com/tidestream/tidestream/coordinator/control"
+	"github.com/tidestream/tidestream/coordinator/member"
+	"github.com/tidestream/tidestream/coordinator/owner"
+	"github.com/tidestream/tidestream/coordinator/store"
+	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+// Config configures the coordinator role.
+type Config struct {
+	// Etcd is the client of the cluster's etcd; owned by the caller.
+	Etcd *clientv3.Client
+	// ClusterID separates tidestream clusters sharing one etcd.
+	ClusterID string
+	// MemberID identifies this process.
+	MemberID string
+	// Addr is the advertised address of this process's gRPC server.
+	Addr string
+	// Roles this process runs, recorded in its member key.
+	Roles []string
+	// Version of the binary.
+	Version string
+	// SessionTTL of the member lease; see member.Config.TTL.
+	SessionTTL time.Duration
+	// GCTTL is how long the upstream keeps data for a changefeed that stops
+	// making progress (TiCDC's gc-ttl, default 24 h).
+	GCTTL time.Duration
+	// GCInterval is how often the owner refreshes the service GC
+	// safepoint. Default 1 min: far below GCTTL, and PD's GC runs every
+	// 10 min, so a minute's staleness costs nothing.
+	GCInterval time.Duration
+	// OpenUpstream connects to an upstream PD.
+	OpenUpstream control.UpstreamOpener
+	// DefaultPDAddrs is the upstream for changefeeds created without --pd.
+	DefaultPDAddrs []string
+	Logger         *slog.Logger
+	Knobs          Knobs
+}
+
+// Knobs are test hooks.
+type Knobs struct {
+	// OnElected is called when this coordinator becomes owner.
+	OnElected func(store.Fence)
+}
+
+// DefaultConfig returns the defaults for the fields that have them.
+func DefaultConfig() Config {
+	return Config{
+		ClusterID:  "default",
+		SessionTTL: 5 * time.Second,
+		GCTTL:      24 * time.Hour,
+		GCInterval: time.Minute,
+		Roles:      []string{"coordinator"},
+	}
+}
+
+// Validate checks the config; errors name the flag-facing field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Etcd == nil:
+		return errors.New("coordinator: Etcd client must be set")
+	case c.MemberID == "":
+		return errors.New("coordinator: MemberID must be set")
+	case c.Addr == "":
+		return errors.New("coordinator: Addr must be set")
+	case c.OpenUpstream == nil:
+		return errors.New("coordinator: OpenUpstream must be set")
+	case c.SessionTTL < 2*time.Second || c.SessionTTL > 5*time.Minute:
+		return fmt.Errorf("coordinator: session-ttl must be within [2s, 5m], got %s", c.SessionTTL)
+	case c.GCTTL < 5*time.Minute:
+		return fmt.Errorf("coordinator: gc-ttl must be at least 5m, got %s", c.GCTTL)
+	case c.GCInterval <= 0 || c.GCInterval >= c.GCTTL:
+		return fmt.Errorf("coordinator: gc interval must be positive and below gc-ttl, got %s", c.GCInterval)
+	}
+	return nil
+}
+
+// Coordinator is the coordinator role of one process.
+type Coordinator struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	cfSrv   *control.ChangefeedServer
+	cluster *control.ClusterServer
+
+	isOwner atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// New builds a coordinator; nothing runs until Run.
+func New(cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	keys, err := store.NewKeys(cfg.ClusterID)
+	if err != nil {
+		return nil, err
+	}
+	st := store.New(cfg.Etcd, keys)
+	cfSrv, err := control.NewChangefeedServer(control.Config{
+		Store:          st,
+		OpenUpstream:   cfg.OpenUpstream,
+		Addr:           cfg.Addr,
+		Version:        cfg.Version,
+		ClusterID:      cfg.ClusterID,
+		DefaultPDAddrs: cfg.DefaultPDAddrs,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Coordinator{
+		cfg:     cfg,
+		log:     log.With("component", "coordinator"),
+		store:   st,
+		cfSrv:   cfSrv,
+		cluster: control.NewClusterServer(st),
+		ready:   make(chan struct{}),
+	}, nil
+}
+
+// RegisterServices adds the control API to a gRPC server.
+func (c *Coordinator) RegisterServices(s grpc.ServiceRegistrar) {
+	pb.RegisterChangefeedServiceServer(s, c.cfSrv)
+	pb.RegisterClusterServiceServer(s, c.cluster)
+}
+
+// Ready is closed once the member is registered and campaigning.
+func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
+
+// IsOwner reports whether this coordinator is the owner now.
+func (c *Coordinator) IsOwner() bool { return c.isOwner.Load() }
+
+// Store exposes the etcd store (for tests and tools).
+func (c *Coordinator) Store() *store.Store { return c.store }
+
+// Run registers the member, campaigns, and runs the owner duty while owner.
+// It returns nil when ctx is cancelled and an error wrapping
+// member.ErrSessionLost if the etcd session expired: the process must then
+// stop, since another coordinator may already act in its place.
+func (c *Coordinator) Run(ctx context.Context) error {
+	reg, err := member.Register(ctx, c.cfg.Etcd, c.store.Keys(), member.Config{
+		ID:      c.cfg.MemberID,
+		Addr:    c.cfg.Addr,
+		Roles:   c.cfg.Roles,
+		Version: c.cfg.Version,
+		TTL:     c.cfg.SessionTTL,
+		Logger:  c.log,
+	})
+	if err != nil {
+		return err
+	}
+	elector, err := owner.New(owner.Config{
+		Session:  reg.Session(),
+		Keys:     c.store.Keys(),
+		MemberID: c.cfg.MemberID,
+		Logger:   c.log,
+		Knobs:    owner.Knobs{OnElected: c.cfg.Knobs.OnElected},
+	})
+	if err != nil {
+		return err
+	}
+	c.once.Do(func() { close(c.ready) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	// The election stops first (resigning), then the registration revokes
+	// the lease: the order in which a successor learns it may take over.
+	electionDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(electionDone)
+		return elector.Run(gctx, c.ownerDuty)
+	})
+	g.Go(func() error {
+		<-electionDone
+		return reg.Run(gctx)
+	})
+	g.Go(func() error {
+		// Watch the session independently of the election so a lost
+		// session cancels everything even while the duty is busy.
+		select {
+		case <-reg.Session().Done():
+			if ctx.Err() == nil {
+				return fmt.Errorf("coordinator: %w", member.ErrSessionLost)
+			}
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// ownerDuty runs while this coordinator is the owner.
+func (c *Coordinator) ownerDuty(ctx context.Context, fence store.Fence) error {
+	c.isOwner.Store(true)
+	defer c.isOwner.Store(false)
+	ups := map[string]control.Upstream{}
+	defer func() {
+		for _, u := range ups {
+			u.Close()
+		}
+	}()
+	tick := time.NewTicker(c.cfg.GCInterval)
+	defer tick.Stop()
+	for {
+		if err := c.tick(ctx, fence, ups); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, cdcerr.ErrNotOwner) {
+				// Deposed while the session still looked alive: stop acting
+				// at once and let the elector decide what comes next.
+				return err
+			}
+			c.log.Warn("owner tick failed; retrying next interval", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// tick refreshes the service GC safepoint of every upstream to the minimum
+// checkpoint of its live changefeeds and finishes changefeeds whose
+// checkpoint reached their target ts.
+func (c *Coordinator) tick(ctx context.Context, fence store.Fence, ups map[string]control.Upstream) error {
+	cfs, err := c.store.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	minCkpt := map[string]uint64{}
+	addrs := map[string][]string{}
+	var errs []error
+	for _, cf := range cfs {
+		st := cf.Status.State
+		if st == pb.ChangefeedState_CHANGEFEED_STATE_FINISHED || st == pb.ChangefeedState_CHANGEFEED_STATE_REMOVED {
+			continue
+		}
+		if cf.Info.TargetTs != 0 && cf.Status.CheckpointTs >= cf.Info.TargetTs && st == pb.ChangefeedState_CHANGEFEED_STATE_NORMAL {
+			_, err := c.store.Update(ctx, cf.Info.Namespace, cf.Info.Id, fence, func(cf *store.Changefeed) error {
+				if err := changefeed.CheckTransition(cf.Status.State, pb.ChangefeedState_CHANGEFEED_STATE_FINISHED); err != nil {
+					return err
+				}
+				cf.Status.State = pb.ChangefeedState_CHANGEFEED_STATE_FINISHED
+				return nil
+			})
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		key := strings.Join(cf.Info.PdAddrs, ",")
+		addrs[key] = cf.Info.PdAddrs
+		if m, ok := minCkpt[key]; !ok || cf.Status.CheckpointTs < m {
+			minCkpt[key] = cf.Status.CheckpointTs
+		}
+	}
+	for key, ts := range minCkpt {
+		up, ok := ups[key]
+		if !ok {
+			if up, err = c.cfg.OpenUpstream(ctx, addrs[key]); err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", key, err))
+				continue
+			}
+			ups[key] = up
+		}
+		if _, err := up.UpdateServiceGCSafePoint(ctx, "tidestream-"+c.cfg.ClusterID, c.cfg.GCTTL, ts); err != nil {
+			errs = append(errs, fmt.Errorf("upstream %s: update service GC safepoint to %d: %w", key, ts, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,146 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tidestream/tidestream/coordinator"
+	"github.com/tidestream/tidestream/coordinator/control"
+	"github.com/tidestream/tidestream/coordinator/internal/etcdtest"
+	"github.com/tidestream/tidestream/coordinator/store"
+	"github.com/tidestream/tidestream/coordinator/upstream"
+	"github.com/tidestream/tidestream/coordinator/upstream/pdfake"
+	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+func openUpstream(ctx context.Context, addrs []string) (control.Upstream, error) {
+	cfg := upstream.DefaultConfig()
+	cfg.PDAddrs = addrs
+	return upstream.Open(ctx, cfg)
+}
+
+type running struct {
+	c    *coordinator.Coordinator
+	stop func() error
+}
+
+func startCoordinator(t *testing.T, cl *etcdtest.Cluster, id string) *running {
+	cfg := coordinator.DefaultConfig()
+	cfg.Etcd = cl.Client(t)
+	cfg.ClusterID = "t"
+	cfg.MemberID = id
+	cfg.Addr = "127.0.0.1:1"
+	cfg.SessionTTL = 2 * time.Second
+	cfg.GCInterval = 100 * time.Millisecond
+	cfg.OpenUpstream = openUpstream
+	c, err := coordinator.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var (
+		once   sync.Once
+		runErr error
+	)
+	r := &running{c: c, stop: func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}}
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+func eventually(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOwnerKeepsGCSafePointAndFinishesAtTarget(t *testing.T) {
+	cl := etcdtest.Start(t)
+	pd, err := pdfake.Start(context.Background(), pdfake.Options{})
+	require.NoError(t, err)
+	t.Cleanup(pd.Stop)
+
+	a := startCoordinator(t, cl, "a")
+	b := startCoordinator(t, cl, "b")
+	var owner, other *running
+	eventually(t, 10*time.Second, func() error {
+		switch {
+		case a.c.IsOwner() && !b.c.IsOwner():
+			owner, other = a, b
+		case b.c.IsOwner() && !a.c.IsOwner():
+			owner, other = b, a
+		default:
+			return fmt.Errorf("want exactly one owner, a=%v b=%v", a.c.IsOwner(), b.c.IsOwner())
+		}
+		return nil
+	})
+
+	st := owner.c.Store()
+	ctx := context.Background()
+	mk := func(id string, ckpt, target uint64) {
+		require.NoError(t, st.Create(ctx,
+			&pb.ChangefeedInfo{Namespace: "default", Id: id, PdAddrs: []string{pd.URL()}, StartTs: ckpt, TargetTs: target},
+			&pb.ChangefeedStatus{State: pb.ChangefeedState_CHANGEFEED_STATE_NORMAL, CheckpointTs: ckpt, Epoch: 1}))
+	}
+	mk("slow", 1000, 0)
+	mk("fast", 5000, 0)
+	mk("done", 7000, 6000)
+
+	// The service safepoint follows the slowest live changefeed.
+	eventually(t, 10*time.Second, func() error {
+		if got := pd.ServiceSafePoints()["tidestream-t"]; got != 1000 {
+			return fmt.Errorf("service safepoint %d, want 1000 (all: %v)", got, pd.ServiceSafePoints())
+		}
+		return nil
+	})
+	// A changefeed past its target ts is finished by the owner.
+	eventually(t, 10*time.Second, func() error {
+		cf, err := st.Get(ctx, "default", "done")
+		if err != nil {
+			return err
+		}
+		if cf.Status.State != pb.ChangefeedState_CHANGEFEED_STATE_FINISHED {
+			return fmt.Errorf("state %s", cf.Status.State)
+		}
+		return nil
+	})
+
+	// The owner steps down; the other takes over and keeps the upkeep.
+	require.NoError(t, owner.stop(), "a graceful stop is not an error")
+	eventually(t, 10*time.Second, func() error {
+		if !other.c.IsOwner() {
+			return fmt.Errorf("no takeover")
+		}
+		return nil
+	})
+	_, err = st.Update(ctx, "default", "slow", store.Fence{}, func(cf *store.Changefeed) error {
+		cf.Status.CheckpointTs = 4000
+		return nil
+	})
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, func() error {
+		if got := pd.ServiceSafePoints()["tidestream-t"]; got != 4000 {
+			return fmt.Errorf("service safepoint %d, want 4000", got)
+		}
+		return nil
+	})
+}
