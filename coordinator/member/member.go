@@ -136,7 +136,8 @@ func (r *Registration) Run(ctx context.Context) error {
 		if _, err := r.session.Client().Revoke(closeCtx, r.session.Lease()); err != nil {
 			r.log.Warn("revoking member lease failed; keys expire after the TTL", "member", r.cfg.ID, "err", err)
 		}
-		_ = r.session.Close()
+		// Stop the keep-alive without a second revoke of the same lease.
+		r.session.Orphan()
 		return nil
 	case <-r.session.Done():
 		return fmt.Errorf("%w (member %s, ttl %s)", ErrSessionLost, r.cfg.ID, r.cfg.TTL)

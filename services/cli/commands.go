@@ -75,21 +75,15 @@ func (e *env) call(ctx context.Context, fn func(context.Context, pb.ChangefeedSe
 	return cdcerr.FromStatus(err)
 }
 
+// printJSON writes v as one JSON document and a newline. HTML escaping is
+// off: sink URIs are full of '&', and "\u0026" in a URI helps nobody.
 func printJSON(w io.Writer, v any, indent bool) error {
-	var (
-		b   []byte
-		err error
-	)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	if indent {
-		b, err = json.MarshalIndent(v, "", "  ")
-	} else {
-		b, err = json.Marshal(v)
+		enc.SetIndent("", "  ")
 	}
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
+	return enc.Encode(v)
 }
 
 // confirm asks a Y/N question on the command's input; anything but y/yes

@@ -22,6 +22,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tidestream/tidestream/coordinator"
@@ -165,7 +167,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		Context:     context.WithoutCancel(ctx),
-		Logger:      nil,
+		// The etcd client logs through zap; bridge it into our log so
+		// its retries show up in the same format and place.
+		Logger: zap.New(logging.NewZapCore(logging.Component(log, "etcd-client"), zapcore.WarnLevel)),
 	}); err != nil {
 		return nil, fmt.Errorf("--etcd %v: %w", endpoints, err)
 	}
