@@ -233,14 +233,7 @@ func walkFilter(f *node, cfg *tidestreamv1.ReplicaConfig) {
 
 func walkEventFilter(n *node, caseSensitive bool) *tidestreamv1.EventFilterRule {
 	r := &tidestreamv1.EventFilterRule{}
-	if m, ok := n.strs("matcher"); ok {
-		r.Matcher = m
-	}
-	if len(r.Matcher) == 0 {
-		n.w.fail(cdcerr.Field(n.field("matcher"), "is required and must not be empty"))
-	} else if _, err := tablefilter.Parse(r.Matcher, caseSensitive); err != nil {
-		n.w.fail(filterError(n.field("matcher"), err))
-	}
+	r.Matcher = n.matcher(caseSensitive)
 	if ev, ok := n.strs("ignore-event"); ok {
 		for i, e := range ev {
 			norm := strings.Join(strings.Fields(strings.ToLower(e)), " ")

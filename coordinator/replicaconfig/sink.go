@@ -6,7 +6,6 @@ import (
 
 	"github.com/tidestream/tidestream/coordinator/cdcerr"
 	"github.com/tidestream/tidestream/coordinator/sinkuri"
-	"github.com/tidestream/tidestream/coordinator/tablefilter"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
@@ -65,14 +64,7 @@ func walkSink(n *node, fc *fileConfig) {
 // name of index-value.
 func walkDispatcher(n *node, caseSensitive bool) *tidestreamv1.DispatchRule {
 	r := &tidestreamv1.DispatchRule{}
-	if m, ok := n.strs("matcher"); ok {
-		r.Matcher = m
-	}
-	if len(r.Matcher) == 0 {
-		n.w.fail(cdcerr.Field(n.field("matcher"), "is required and must not be empty"))
-	} else if _, err := tablefilter.Parse(r.Matcher, caseSensitive); err != nil {
-		n.w.fail(filterError(n.field("matcher"), err))
-	}
+	r.Matcher = n.matcher(caseSensitive)
 
 	partition, hasPartition := n.str("partition")
 	legacy, hasLegacy := n.str("dispatcher")
@@ -133,14 +125,7 @@ func walkDispatcher(n *node, caseSensitive bool) *tidestreamv1.DispatchRule {
 
 func walkColumnSelector(n *node, caseSensitive bool) *tidestreamv1.ColumnSelector {
 	c := &tidestreamv1.ColumnSelector{}
-	if m, ok := n.strs("matcher"); ok {
-		c.Matcher = m
-	}
-	if len(c.Matcher) == 0 {
-		n.w.fail(cdcerr.Field(n.field("matcher"), "is required and must not be empty"))
-	} else if _, err := tablefilter.Parse(c.Matcher, caseSensitive); err != nil {
-		n.w.fail(filterError(n.field("matcher"), err))
-	}
+	c.Matcher = n.matcher(caseSensitive)
 	if cols, ok := n.strs("columns"); ok {
 		c.Columns = cols
 	}

@@ -1,12 +1,13 @@
 package replicaconfig
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/tidestream/tidestream/coordinator/cdcerr"
+	"github.com/tidestream/tidestream/coordinator/sinkuri"
+	"github.com/tidestream/tidestream/coordinator/tablefilter"
 )
 
 // walk is the shared state of one strict walk over a decoded TOML document.
@@ -74,7 +75,7 @@ func (n *node) finish() {
 }
 
 func (n *node) typeErr(key, want string, v any) {
-	n.w.fail(cdcerr.Field(n.field(key), "must be %s, got %s", want, typeName(v)))
+	n.w.fail(cdcerr.Field(n.field(key), "must be %s, got %s", want, sinkuri.TOMLTypeName(v)))
 }
 
 func (n *node) str(key string) (string, bool) {
@@ -144,7 +145,7 @@ func (n *node) strs(key string) ([]string, bool) {
 	for i, e := range list {
 		s, ok := e.(string)
 		if !ok {
-			n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be a string, got %s", typeName(e)))
+			n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be a string, got %s", sinkuri.TOMLTypeName(e)))
 			return nil, false
 		}
 		out = append(out, s)
@@ -166,7 +167,7 @@ func (n *node) ints(key string) ([]int64, bool) {
 	for i, e := range list {
 		x, ok := e.(int64)
 		if !ok {
-			n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be an integer, got %s", typeName(e)))
+			n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be an integer, got %s", sinkuri.TOMLTypeName(e)))
 			return nil, false
 		}
 		out = append(out, x)
@@ -204,7 +205,7 @@ func (n *node) tables(key string) []*node {
 		for i, e := range list {
 			m, ok := e.(map[string]any)
 			if !ok {
-				n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be a table, got %s", typeName(e)))
+				n.w.fail(cdcerr.Field(n.field(key)+"["+strconv.Itoa(i)+"]", "must be a table, got %s", sinkuri.TOMLTypeName(e)))
 				return nil
 			}
 			maps = append(maps, m)
@@ -220,23 +221,15 @@ func (n *node) tables(key string) []*node {
 	return out
 }
 
-func typeName(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case []any, []map[string]any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	case time.Time:
-		return "a datetime"
-	default:
-		return fmt.Sprintf("a %T", v)
+// matcher reads a rule's required `matcher` list and checks it parses as
+// table-filter patterns; dispatchers, column selectors and event filters
+// all carry one.
+func (n *node) matcher(caseSensitive bool) []string {
+	m, _ := n.strs("matcher")
+	if len(m) == 0 {
+		n.w.fail(cdcerr.Field(n.field("matcher"), "is required and must not be empty"))
+	} else if _, err := tablefilter.Parse(m, caseSensitive); err != nil {
+		n.w.fail(filterError(n.field("matcher"), err))
 	}
+	return m
 }

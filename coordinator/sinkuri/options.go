@@ -184,19 +184,19 @@ func (o *Options) SetValue(name string, v any, field string) error {
 	case kindString, kindDuration:
 		s, ok := v.(string)
 		if !ok {
-			return cdcerr.Field(field, "must be a string, got %s", typeName(v))
+			return cdcerr.Field(field, "must be a string, got %s", TOMLTypeName(v))
 		}
 		text = s
 	case kindInt:
 		n, ok := v.(int64)
 		if !ok {
-			return cdcerr.Field(field, "must be an integer, got %s", typeName(v))
+			return cdcerr.Field(field, "must be an integer, got %s", TOMLTypeName(v))
 		}
 		text = strconv.FormatInt(n, 10)
 	case kindBool:
 		b, ok := v.(bool)
 		if !ok {
-			return cdcerr.Field(field, "must be a boolean, got %s", typeName(v))
+			return cdcerr.Field(field, "must be a boolean, got %s", TOMLTypeName(v))
 		}
 		text = strconv.FormatBool(b)
 	case kindStrings:
@@ -239,7 +239,10 @@ func (o *Options) MergeFrom(over *Options) error {
 	return nil
 }
 
-func typeName(v any) string {
+// TOMLTypeName names the type of a decoded TOML value for error messages
+// ("must be a string, got an integer"); shared with replicaconfig so both
+// speak of TOML types the same way.
+func TOMLTypeName(v any) string {
 	switch v.(type) {
 	case string:
 		return "a string"
@@ -253,8 +256,10 @@ func typeName(v any) string {
 		return "an array"
 	case map[string]any:
 		return "a table"
+	case time.Time:
+		return "a datetime"
 	default:
-		return fmt.Sprintf("%T", v)
+		return fmt.Sprintf("a %T", v)
 	}
 }
 
@@ -267,13 +272,13 @@ func stringList(v any) ([]string, error) {
 		for i, e := range list {
 			s, ok := e.(string)
 			if !ok {
-				return nil, fmt.Errorf("element %d must be a string, got %s", i, typeName(e))
+				return nil, fmt.Errorf("element %d must be a string, got %s", i, TOMLTypeName(e))
 			}
 			out = append(out, s)
 		}
 		return out, nil
 	default:
-		return nil, fmt.Errorf("must be an array of strings, got %s", typeName(v))
+		return nil, fmt.Errorf("must be an array of strings, got %s", TOMLTypeName(v))
 	}
 }
 
