@@ -186,13 +186,7 @@ func run(ctx context.Context, o *options, out io.Writer) (err error) {
 		return err
 	}
 	stack = append(stack, st.Close)
-	if err := emu.Attach(cdcemu.Backend{
-		Bundle: st.Bundle, Regions: st.Regions, ClusterID: st.ClusterID,
-		TSO: func(ctx context.Context) (uint64, error) {
-			p, l, err := st.PD.GetTS(ctx)
-			return uint64(p)<<18 | uint64(l), err
-		},
-	}); err != nil {
+	if err := emu.Attach(cdcemu.StoreBackend(st)); err != nil {
 		return err
 	}
 

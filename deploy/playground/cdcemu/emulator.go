@@ -15,6 +15,7 @@ import (
 	"github.com/pingcap/kvproto/pkg/metapb"
 	"github.com/pingcap/tidb/pkg/store/mockstore/unistore/tikv"
 	"github.com/pingcap/tidb/pkg/store/mockstore/unistore/tikv/mvcc"
+	"github.com/tidestream/tidestream/deploy/playground/store"
 	"google.golang.org/grpc"
 )
 
@@ -414,4 +415,9 @@ func (e *Emulator) Snapshot() Snapshot {
 		}
 	}
 	return s
+}
+
+// StoreBackend is the Backend of a playground store.
+func StoreBackend(st *store.Store) Backend {
+	return Backend{Bundle: st.Bundle, Regions: st.Regions, ClusterID: st.ClusterID, TSO: st.TSO}
 }

@@ -48,13 +48,7 @@ func newEnv(t *testing.T, interval time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := emu.Attach(cdcemu.Backend{
-		Bundle: st.Bundle, Regions: st.Regions, ClusterID: st.ClusterID,
-		TSO: func(ctx context.Context) (uint64, error) {
-			p, l, err := st.PD.GetTS(ctx)
-			return uint64(p)<<18 | uint64(l), err
-		},
-	}); err != nil {
+	if err := emu.Attach(cdcemu.StoreBackend(st)); err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(

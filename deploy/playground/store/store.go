@@ -313,3 +313,13 @@ func loadClusterID(path string, want uint64) (uint64, error) {
 	}
 	return id, nil
 }
+
+// TSO returns a fresh timestamp (physical ms << 18 | logical) from the same
+// persistent oracle unistore's MVCC store uses.
+func (s *Store) TSO(ctx context.Context) (uint64, error) {
+	p, l, err := s.PD.GetTS(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(p)<<logicalBits | uint64(l), nil
+}
