@@ -57,8 +57,9 @@ vet:
 
 # Unit and in-process tests, with the race detector on everything: most
 # packages start goroutines, and the race build is cheap next to the tests.
-unit:
-	go test -race -count=1 $(filter-out ./e2e/...,$(PKGS))
+# The puller's integration tests run against the playground binary.
+unit: playground-build
+	PLAYGROUND_BIN=$(BIN)/playground go test -race -count=1 $(filter-out ./e2e/...,$(PKGS))
 
 # End-to-end: real processes (cdc, etcd) on loopback ports chosen at run time.
 e2e: build

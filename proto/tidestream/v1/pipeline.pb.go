@@ -97,7 +97,11 @@ type SubscribeRequest struct {
 	Epoch      uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Deliver events with commit_ts > from_ts. Events at exactly from_ts were
 	// already delivered before the restart that produced this request.
-	FromTs        uint64 `protobuf:"varint,5,opt,name=from_ts,json=fromTs,proto3" json:"from_ts,omitempty"`
+	FromTs uint64 `protobuf:"varint,5,opt,name=from_ts,json=fromTs,proto3" json:"from_ts,omitempty"`
+	// The pipeline's key ranges: a table's record span, or one per physical
+	// partition. Read by PullerService only, which keeps no assignment state of
+	// its own; the other stages know their pipeline from the assignment.
+	Spans         []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +169,13 @@ func (x *SubscribeRequest) GetFromTs() uint64 {
 		return x.FromTs
 	}
 	return 0
+}
+
+func (x *SubscribeRequest) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
 }
 
 // Span is a half-open key range [start_key, end_key) in TiKV's memcomparable
@@ -709,14 +720,15 @@ var File_tidestream_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\n" +
-	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\xa5\x01\n" +
+	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\xd0\x01\n" +
 	"\x10SubscribeRequest\x12#\n" +
 	"\rchangefeed_id\x18\x01 \x01(\tR\fchangefeedId\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1f\n" +
 	"\vpipeline_id\x18\x03 \x01(\x03R\n" +
 	"pipelineId\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x17\n" +
-	"\afrom_ts\x18\x05 \x01(\x04R\x06fromTs\"<\n" +
+	"\afrom_ts\x18\x05 \x01(\x04R\x06fromTs\x12)\n" +
+	"\x05spans\x18\x06 \x03(\v2\x13.tidestream.v1.SpanR\x05spans\"<\n" +
 	"\x04Span\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\xcd\x01\n" +
@@ -796,23 +808,24 @@ var file_tidestream_v1_pipeline_proto_goTypes = []any{
 	(*AckResponse)(nil),      // 9: tidestream.v1.AckResponse
 }
 var file_tidestream_v1_pipeline_proto_depIdxs = []int32{
-	0, // 0: tidestream.v1.RawKVEvent.op:type_name -> tidestream.v1.OpType
-	3, // 1: tidestream.v1.PullerBatch.events:type_name -> tidestream.v1.RawKVEvent
-	3, // 2: tidestream.v1.SortedBatch.events:type_name -> tidestream.v1.RawKVEvent
-	6, // 3: tidestream.v1.EncodedBatch.records:type_name -> tidestream.v1.EncodedRecord
-	1, // 4: tidestream.v1.PullerService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	1, // 5: tidestream.v1.SorterService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	8, // 6: tidestream.v1.SorterService.Ack:input_type -> tidestream.v1.PipelineProgress
-	1, // 7: tidestream.v1.EncoderService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	4, // 8: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
-	5, // 9: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
-	9, // 10: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
-	7, // 11: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
-	8, // [8:12] is the sub-list for method output_type
-	4, // [4:8] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	2, // 0: tidestream.v1.SubscribeRequest.spans:type_name -> tidestream.v1.Span
+	0, // 1: tidestream.v1.RawKVEvent.op:type_name -> tidestream.v1.OpType
+	3, // 2: tidestream.v1.PullerBatch.events:type_name -> tidestream.v1.RawKVEvent
+	3, // 3: tidestream.v1.SortedBatch.events:type_name -> tidestream.v1.RawKVEvent
+	6, // 4: tidestream.v1.EncodedBatch.records:type_name -> tidestream.v1.EncodedRecord
+	1, // 5: tidestream.v1.PullerService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	1, // 6: tidestream.v1.SorterService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	8, // 7: tidestream.v1.SorterService.Ack:input_type -> tidestream.v1.PipelineProgress
+	1, // 8: tidestream.v1.EncoderService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	4, // 9: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
+	5, // 10: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
+	9, // 11: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
+	7, // 12: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
+	9, // [9:13] is the sub-list for method output_type
+	5, // [5:9] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_tidestream_v1_pipeline_proto_init() }

@@ -1,0 +1,411 @@
+// Package service serves PullerService.Subscribe: one stream per pipeline,
+// carrying the raw committed events of the pipeline's spans and the pipeline's
+// resolved ts (the minimum over its spans).
+//
+// Backpressure is the gRPC stream: events are sent as they come and a slow
+// subscriber blocks Send, which blocks the span's sink, which blocks the
+// region workers, which stops reading from TiKV. A process-wide byte quota
+// bounds what is batched in memory between the span pullers and Send; the time
+// spent waiting for it or for Send is a metric, the first place to look when
+// lag grows.
+//
+// Epochs fence zombies: a Subscribe with a newer epoch for a pipeline ends the
+// stream of the older one, and an older epoch is refused with
+// FAILED_PRECONDITION.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+	"github.com/tidestream/tidestream/puller/kvclient"
+	"github.com/tidestream/tidestream/puller/matcher"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Puller pulls one span; *kvclient.Client implements it.
+type Puller interface {
+	Subscribe(ctx context.Context, span kvclient.Span, startTs uint64, sink kvclient.Sink) error
+}
+
+// Config configures a Service.
+type Config struct {
+	Puller Puller
+	// MemoryQuota bounds the event bytes held between the span pullers and
+	// the gRPC streams of all pipelines of this process.
+	MemoryQuota int64
+	// BatchBytes and BatchEvents cap one PullerBatch; FlushInterval bounds
+	// how long a partial batch waits.
+	BatchBytes    int
+	BatchEvents   int
+	FlushInterval time.Duration
+	// GCSafePoint, when set, rejects a from_ts below it with OUT_OF_RANGE:
+	// TiKV would silently return an incomplete history (spec §2.12).
+	GCSafePoint func(ctx context.Context) (uint64, error)
+	Logger      *slog.Logger
+	Meter       metric.Meter
+}
+
+// Defaults.
+const (
+	DefaultMemoryQuota   = 256 << 20
+	DefaultBatchBytes    = 1 << 20
+	DefaultBatchEvents   = 4096
+	DefaultFlushInterval = 5 * time.Millisecond
+)
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Puller == nil:
+		return errors.New("puller service: Config.Puller is required")
+	case c.MemoryQuota < 0:
+		return fmt.Errorf("puller service: MemoryQuota %d < 0", c.MemoryQuota)
+	case c.BatchBytes < 0 || c.BatchEvents < 0 || c.FlushInterval < 0:
+		return errors.New("puller service: batch limits must not be negative")
+	}
+	return nil
+}
+
+// Service implements tidestreamv1.PullerServiceServer.
+type Service struct {
+	tidestreamv1.UnimplementedPullerServiceServer
+
+	cfg   Config
+	log   *slog.Logger
+	quota *semaphore.Weighted
+
+	mu    sync.Mutex
+	pipes map[pipeKey]*active
+
+	blocked metric.Float64Counter
+	events  metric.Int64Counter
+	streams metric.Int64UpDownCounter
+}
+
+type pipeKey struct {
+	namespace, changefeed string
+	pipeline              int64
+}
+
+type active struct {
+	epoch  uint64
+	cancel context.CancelCauseFunc
+}
+
+// ErrSuperseded ends a stream whose pipeline was subscribed again with a newer
+// epoch.
+var ErrSuperseded = errors.New("puller service: superseded by a newer epoch")
+
+// New builds a Service.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MemoryQuota == 0 {
+		cfg.MemoryQuota = DefaultMemoryQuota
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
+	if cfg.BatchEvents == 0 {
+		cfg.BatchEvents = DefaultBatchEvents
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Meter == nil {
+		cfg.Meter = noop.NewMeterProvider().Meter("puller")
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, quota: semaphore.NewWeighted(cfg.MemoryQuota), pipes: make(map[pipeKey]*active)}
+	var err error
+	if s.blocked, err = cfg.Meter.Float64Counter("tidestream.puller.blocked",
+		metric.WithUnit("s"), metric.WithDescription("time spent waiting for the memory quota or for the subscriber")); err != nil {
+		return nil, err
+	}
+	if s.events, err = cfg.Meter.Int64Counter("tidestream.puller.events",
+		metric.WithDescription("committed events sent to subscribers")); err != nil {
+		return nil, err
+	}
+	if s.streams, err = cfg.Meter.Int64UpDownCounter("tidestream.puller.streams",
+		metric.WithDescription("open PullerService.Subscribe streams")); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g *grpc.Server) { tidestreamv1.RegisterPullerServiceServer(g, s) }
+
+func validate(req *tidestreamv1.SubscribeRequest) error {
+	switch {
+	case req.GetChangefeedId() == "":
+		return errors.New("changefeed_id is required")
+	case req.GetEpoch() == 0:
+		return errors.New("epoch must be positive")
+	case len(req.GetSpans()) == 0:
+		return errors.New("spans: at least one span is required")
+	}
+	for i, sp := range req.GetSpans() {
+		if len(sp.GetEndKey()) != 0 && string(sp.GetStartKey()) >= string(sp.GetEndKey()) {
+			return fmt.Errorf("spans[%d]: start_key must be below end_key", i)
+		}
+	}
+	return nil
+}
+
+// Subscribe streams the pipeline's events and resolved ts until the client
+// goes away, a newer epoch supersedes it, or a span fails.
+func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch]) error {
+	if err := validate(req); err != nil {
+		return status.Errorf(codes.InvalidArgument, "puller: %v", err)
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	key := pipeKey{req.GetNamespace(), req.GetChangefeedId(), req.GetPipelineId()}
+	if err := s.claim(key, req.GetEpoch(), cancel); err != nil {
+		return err
+	}
+	defer s.release(key, req.GetEpoch())
+	if s.cfg.GCSafePoint != nil {
+		sp, err := s.cfg.GCSafePoint(ctx)
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "puller: read GC safepoint: %v", err)
+		}
+		if req.GetFromTs() < sp {
+			return status.Errorf(codes.OutOfRange, "puller: from_ts %d is below the GC safepoint %d: the history is gone", req.GetFromTs(), sp)
+		}
+	}
+	s.streams.Add(ctx, 1)
+	defer s.streams.Add(context.WithoutCancel(ctx), -1)
+
+	out := newBatcher(s, stream, len(req.GetSpans()), req.GetFromTs())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return out.run(gctx) })
+	for i, sp := range req.GetSpans() {
+		sink := &spanSink{b: out, idx: i}
+		g.Go(func() error {
+			return s.cfg.Puller.Subscribe(gctx, kvclient.Span{Start: sp.GetStartKey(), End: sp.GetEndKey()}, req.GetFromTs(), sink)
+		})
+	}
+	err := g.Wait()
+	if cause := context.Cause(ctx); errors.Is(cause, ErrSuperseded) {
+		return status.Errorf(codes.FailedPrecondition, "puller: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
+	}
+	if stream.Context().Err() != nil {
+		return nil // the subscriber went away
+	}
+	return toStatus(err)
+}
+
+func (s *Service) claim(key pipeKey, epoch uint64, cancel context.CancelCauseFunc) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.pipes[key]; ok {
+		if epoch < cur.epoch {
+			return status.Errorf(codes.FailedPrecondition, "puller: pipeline %d: epoch %d is older than the current %d", key.pipeline, epoch, cur.epoch)
+		}
+		cur.cancel(ErrSuperseded)
+	}
+	s.pipes[key] = &active{epoch: epoch, cancel: cancel}
+	return nil
+}
+
+func (s *Service) release(key pipeKey, epoch uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.pipes[key]; ok && cur.epoch == epoch {
+		delete(s.pipes, key)
+	}
+}
+
+// toStatus maps a span failure to the stream status: fatal puller errors are
+// terminal for the pipeline (the coordinator restarts it), the rest are
+// UNAVAILABLE so the subscriber retries with the same from_ts.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kvclient.ErrFatal):
+		return status.Errorf(codes.FailedPrecondition, "puller: %v", err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.Canceled, "puller: %v", err)
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "puller: %v", err)
+}
+
+// spanSink adapts one span's puller output to the pipeline's batcher.
+type spanSink struct {
+	b   *batcher
+	idx int
+}
+
+func (k *spanSink) Events(ctx context.Context, evs []matcher.Event) error { return k.b.add(ctx, evs) }
+func (k *spanSink) Resolved(ctx context.Context, ts uint64) error {
+	return k.b.resolved(ctx, k.idx, ts)
+}
+
+// batcher turns the spans' callbacks into PullerBatch messages on one stream.
+// Events are charged to the process quota when added and released once sent.
+type batcher struct {
+	s      *Service
+	stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch]
+
+	mu       sync.Mutex
+	batch    []*tidestreamv1.RawKVEvent
+	bytes    int64
+	spanTs   []uint64
+	sentTs   uint64 // resolved ts last sent
+	kick     chan struct{}
+	inflight int64 // quota charged for the events in batch
+}
+
+func newBatcher(s *Service, stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch], spans int, from uint64) *batcher {
+	b := &batcher{s: s, stream: stream, spanTs: make([]uint64, spans), sentTs: from,
+		kick: make(chan struct{}, 1)}
+	for i := range b.spanTs {
+		b.spanTs[i] = from
+	}
+	return b
+}
+
+func eventBytes(e *matcher.Event) int64 {
+	return int64(len(e.Key) + len(e.Value) + len(e.OldValue) + 48)
+}
+
+func (b *batcher) add(ctx context.Context, evs []matcher.Event) error {
+	var n int64
+	for i := range evs {
+		n += eventBytes(&evs[i])
+	}
+	// A batch bigger than the whole quota would wait forever; let it through
+	// alone (it is bounded by the region's event framing).
+	w := min(n, b.s.cfg.MemoryQuota)
+	began := time.Now()
+	if err := b.s.quota.Acquire(ctx, w); err != nil {
+		return err
+	}
+	if d := time.Since(began); d > time.Millisecond {
+		b.s.blocked.Add(ctx, d.Seconds())
+	}
+	b.mu.Lock()
+	for i := range evs {
+		e := &evs[i]
+		b.batch = append(b.batch, &tidestreamv1.RawKVEvent{
+			Key: e.Key, Value: e.Value, OldValue: e.OldValue, Op: opOf(e.Op),
+			StartTs: e.StartTs, CommitTs: e.CommitTs,
+		})
+	}
+	b.bytes += n
+	b.inflight += w
+	full := len(b.batch) >= b.s.cfg.BatchEvents || b.bytes >= int64(b.s.cfg.BatchBytes)
+	b.mu.Unlock()
+	if full {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func opOf(op matcher.Op) tidestreamv1.OpType {
+	if op == matcher.OpDelete {
+		return tidestreamv1.OpType_OP_TYPE_DELETE
+	}
+	return tidestreamv1.OpType_OP_TYPE_PUT
+}
+
+// resolved records span idx's resolved ts. The pipeline's resolved ts is sent
+// with the next batch once the minimum over spans advances; the span's events
+// up to ts were added before this call, so they are in that batch or earlier.
+func (b *batcher) resolved(ctx context.Context, idx int, ts uint64) error {
+	b.mu.Lock()
+	if ts > b.spanTs[idx] {
+		b.spanTs[idx] = ts
+	}
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (b *batcher) run(ctx context.Context) error {
+	t := time.NewTicker(b.s.cfg.FlushInterval)
+	defer t.Stop()
+	defer b.releaseAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		case <-b.kick:
+		}
+		if err := b.flush(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (b *batcher) flush(ctx context.Context) error {
+	b.mu.Lock()
+	minTs := b.spanTs[0]
+	for _, ts := range b.spanTs[1:] {
+		minTs = min(minTs, ts)
+	}
+	msg := &tidestreamv1.PullerBatch{Events: b.batch}
+	if minTs > b.sentTs {
+		msg.ResolvedTs = minTs
+	}
+	charged := b.inflight
+	b.batch, b.bytes, b.inflight = nil, 0, 0
+	b.mu.Unlock()
+	if len(msg.Events) == 0 && msg.ResolvedTs == 0 {
+		return nil
+	}
+	began := time.Now()
+	err := b.stream.Send(msg)
+	if d := time.Since(began); d > time.Millisecond {
+		b.s.blocked.Add(ctx, d.Seconds())
+	}
+	b.s.quota.Release(charged)
+	if err != nil {
+		return fmt.Errorf("puller service: send: %w", err)
+	}
+	b.s.events.Add(ctx, int64(len(msg.Events)))
+	if msg.ResolvedTs != 0 {
+		b.mu.Lock()
+		b.sentTs = msg.ResolvedTs
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+func (b *batcher) releaseAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight > 0 {
+		b.s.quota.Release(b.inflight)
+		b.inflight = 0
+	}
+	b.batch = nil
+}
