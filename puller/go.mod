@@ -14,6 +14,7 @@ require (
 	github.com/tikv/pd/client v0.0.0-20260401072359-048f0d8f6f71
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
+	go.opentelemetry.io/otel/trace v1.47.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.24.0
 	google.golang.org/grpc v1.83.2

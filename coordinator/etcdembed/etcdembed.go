@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -69,6 +71,45 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdembed: create %s: %w", cfg.Dir, err)
 	}
+	// A port picked at run time can be taken by another process before etcd
+	// binds it; pick again then. A port the caller chose is never changed.
+	picked := strings.HasSuffix(cfg.ClientAddr, ":0") || strings.HasSuffix(cfg.PeerAddr, ":0")
+	var e *embed.Etcd
+	for attempt := 1; ; attempt++ {
+		var err error
+		e, err = startOnce(cfg)
+		if err == nil {
+			break
+		}
+		// etcd does not always wrap the listener's error, so match its text too.
+		inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+		if !picked || attempt == 5 || !inUse {
+			return nil, err
+		}
+	}
+	t := time.NewTimer(cfg.StartTimeout)
+	defer t.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcdembed: %w", err)
+	case <-t.C:
+		e.Close()
+		return nil, fmt.Errorf("etcdembed: not ready within %s", cfg.StartTimeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	clientURL := e.Config().AdvertiseClientUrls[0]
+	if cfg.Logger != nil {
+		cfg.Logger.Info("embedded etcd ready", "component", "etcd", "client_url", clientURL.String(), "dir", cfg.Dir)
+	}
+	return &Server{etcd: e, endpoints: []string{clientURL.String()}}, nil
+}
+
+// startOnce resolves the addresses and starts etcd.
+func startOnce(cfg Config) (*embed.Etcd, error) {
 	clientURL, err := resolve(cfg.ClientAddr)
 	if err != nil {
 		return nil, err
@@ -94,24 +135,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdembed: start: %w", err)
 	}
-	t := time.NewTimer(cfg.StartTimeout)
-	defer t.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("etcdembed: %w", err)
-	case <-t.C:
-		e.Close()
-		return nil, fmt.Errorf("etcdembed: not ready within %s", cfg.StartTimeout)
-	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
-	}
-	if cfg.Logger != nil {
-		cfg.Logger.Info("embedded etcd ready", "component", "etcd", "client_url", clientURL.String(), "dir", cfg.Dir)
-	}
-	return &Server{etcd: e, endpoints: []string{clientURL.String()}}, nil
+	return e, nil
 }
 
 // resolve turns host:port into a URL, choosing a free port for port 0.

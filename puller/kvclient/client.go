@@ -15,7 +15,11 @@ import (
 	pd "github.com/tikv/pd/client"
 	"github.com/tikv/pd/client/opt"
 	"github.com/tikv/pd/client/pkg/caller"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // TiCDCVersion is announced in every request header. TiKV derives its feature
@@ -82,6 +86,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter creates the client's instruments; nil records nothing.
 	Meter metric.Meter
+	// Tracer traces each Subscribe, with an event per region error and
+	// stream failure; nil traces nothing.
+	Tracer trace.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -329,7 +336,22 @@ func (c *Client) Subscribe(ctx context.Context, span Span, startTs uint64, sink 
 		delete(c.subs, s.id)
 		c.subsMu.Unlock()
 	}()
-	return s.run(ctx)
+	tracer := c.cfg.Tracer
+	if tracer == nil {
+		tracer = tracenoop.NewTracerProvider().Tracer("kvclient")
+	}
+	ctx, s.trace = tracer.Start(ctx, "kvclient.Subscribe", trace.WithAttributes(
+		attribute.String("span.start", fmt.Sprintf("%x", span.Start)),
+		attribute.String("span.end", fmt.Sprintf("%x", span.End)),
+		attribute.Int64("start_ts", int64(startTs)),
+	))
+	err := s.run(ctx)
+	if err != nil {
+		s.trace.RecordError(err)
+		s.trace.SetStatus(codes.Error, err.Error())
+	}
+	s.trace.End()
+	return err
 }
 
 // subscription returns the live subscription with request id id, or nil.

@@ -17,6 +17,8 @@ import (
 	"github.com/tidestream/tidestream/puller/matcher"
 	"github.com/tikv/client-go/v2/oracle"
 	"github.com/tikv/client-go/v2/tikv"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // inboxSize bounds the messages queued for one subscription. Each holds at
@@ -98,6 +100,7 @@ type subscription struct {
 	startTs uint64
 	sink    Sink
 	log     *slog.Logger
+	trace   trace.Span
 
 	in   chan inbound
 	done chan struct{} // closed when run returns: receive loops stop waiting on in
@@ -274,6 +277,8 @@ func (s *subscription) sendFailed(rs *regionState, cause error) {
 	if cause == nil {
 		return
 	}
+	s.trace.AddEvent("stream failed", trace.WithAttributes(
+		attribute.Int64("region", int64(rs.id)), attribute.String("cause", cause.Error())))
 	bo := tikv.NewBackoffer(s.c.ctx, locateBudgetMs)
 	s.c.cache.OnSendFail(bo, rs.rpcCtx, true, cause)
 }
@@ -477,6 +482,8 @@ func (s *subscription) regionError(rs *regionState, e *cdcpb.Error) error {
 		return nil
 	}
 	s.log.Debug("region error", "region", rs.id, "kind", kind, "error", e.String(), "resolved_ts", rs.m.ResolvedTs())
+	s.trace.AddEvent("region error", trace.WithAttributes(
+		attribute.String("kind", kind), attribute.Int64("region", int64(rs.id)), attribute.Int("attempt", rs.attempt)))
 	attempt := rs.nextAttempt()
 	cache := s.c.cache
 	switch kind {
