@@ -62,8 +62,8 @@ unit: playground-build
 	PLAYGROUND_BIN=$(BIN)/playground go test -race -count=1 $(filter-out ./e2e/...,$(PKGS))
 
 # End-to-end: real processes (cdc, etcd) on loopback ports chosen at run time.
-e2e: build
-	CDC_BIN=$(BIN)/cdc go test -count=1 -timeout 20m ./e2e/...
+e2e: build playground-build
+	CDC_BIN=$(BIN)/cdc PLAYGROUND_BIN=$(BIN)/playground go test -count=1 -timeout 20m ./e2e/...
 
 test: deps proto-check vet playground-vet unit e2e playground-test
 

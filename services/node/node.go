@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/control"
 	"github.com/tidestream/tidestream/coordinator/etcdembed"
 	"github.com/tidestream/tidestream/coordinator/upstream"
+	"github.com/tidestream/tidestream/puller/service"
 	"github.com/tidestream/tidestream/services/runtime/health"
 	"github.com/tidestream/tidestream/services/runtime/logging"
 	"github.com/tidestream/tidestream/services/runtime/server"
@@ -38,7 +40,7 @@ import (
 
 // Config is the configuration of one process.
 type Config struct {
-	// Roles run by this process. Today: coordinator.
+	// Roles run by this process: coordinator, puller.
 	Roles []string
 	// Addr is where the gRPC server (control API, stage streams) listens.
 	// Default 127.0.0.1:8300, the address TiCDC users pass as --server.
@@ -66,19 +68,29 @@ type Config struct {
 	GCTTL time.Duration
 	// Version is the binary's version.
 	Version string
+	// PullerMemoryQuota bounds the event bytes the puller role holds
+	// between TiKV and its subscribers.
+	PullerMemoryQuota int64
 }
+
+// Roles.
+const (
+	RoleCoordinator = "coordinator"
+	RolePuller      = "puller"
+)
 
 // DefaultConfig returns the defaults of `cdc server`.
 func DefaultConfig() Config {
 	cc := coordinator.DefaultConfig()
 	return Config{
-		Roles:      []string{"coordinator"},
-		Addr:       "127.0.0.1:8300",
-		StatusAddr: "127.0.0.1:8301",
-		DataDir:    "cdc-data",
-		ClusterID:  cc.ClusterID,
-		SessionTTL: cc.SessionTTL,
-		GCTTL:      cc.GCTTL,
+		Roles:             []string{RoleCoordinator},
+		PullerMemoryQuota: service.DefaultMemoryQuota,
+		Addr:              "127.0.0.1:8300",
+		StatusAddr:        "127.0.0.1:8301",
+		DataDir:           "cdc-data",
+		ClusterID:         cc.ClusterID,
+		SessionTTL:        cc.SessionTTL,
+		GCTTL:             cc.GCTTL,
 	}
 }
 
@@ -94,14 +106,18 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MemberID, "member-id", c.MemberID, "member id (default: a new UUID per start)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "etcd session TTL: how fast a dead process's ownership is taken over")
 	fs.DurationVar(&c.GCTTL, "gc-ttl", c.GCTTL, "how long upstream data is kept for a changefeed that stops progressing")
+	fs.Int64Var(&c.PullerMemoryQuota, "puller-memory-quota", c.PullerMemoryQuota, "bytes of change events the puller role may hold in memory for its subscribers")
 }
 
 // Validate checks the config; errors name the flag.
 func (c *Config) Validate() error {
 	for _, r := range c.Roles {
-		if r != "coordinator" {
-			return fmt.Errorf("roles: %q is not available yet (available: coordinator)", r)
+		if r != RoleCoordinator && r != RolePuller {
+			return fmt.Errorf("roles: %q is not available yet (available: %s, %s)", r, RoleCoordinator, RolePuller)
 		}
+	}
+	if c.PullerMemoryQuota <= 0 {
+		return fmt.Errorf("--puller-memory-quota %d: must be positive", c.PullerMemoryQuota)
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("--addr %q: %w", c.Addr, err)
@@ -132,6 +148,7 @@ type Node struct {
 	grpcSrv  *server.GRPCServer
 	httpSrv  *server.HTTPServer
 	coord    *coordinator.Coordinator
+	puller   *lazyPuller
 	addr     net.Addr
 	status   net.Addr
 }
@@ -215,6 +232,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 		return nil, err
 	}
 	n.coord.RegisterServices(n.grpcSrv.Server())
+	if slices.Contains(cfg.Roles, RolePuller) {
+		n.puller = &lazyPuller{pd: cfg.PD, log: logging.Component(log, "puller"), meter: n.tel.MeterProvider.Meter("tidestream/puller")}
+		svc, err := service.New(service.Config{
+			Puller: n.puller, MemoryQuota: cfg.PullerMemoryQuota,
+			Logger: logging.Component(log, "puller"), Meter: n.tel.MeterProvider.Meter("tidestream/puller"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		svc.Register(n.grpcSrv.Server())
+	}
 	return n, nil
 }
 
@@ -281,6 +309,12 @@ func (n *Node) Run(ctx context.Context) error {
 // Close releases the etcd client, telemetry and embedded etcd, in the
 // reverse order of Start. Safe to call more than once.
 func (n *Node) Close() {
+	if n.puller != nil {
+		if err := n.puller.Close(); err != nil {
+			n.log.Warn("close puller", "err", err)
+		}
+		n.puller = nil
+	}
 	if n.etcd != nil {
 		_ = n.etcd.Close()
 		n.etcd = nil

@@ -73,8 +73,8 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.AddCommand(
-		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{"coordinator"}),
-		roleCmd("coordinator", "Run the coordinator role: owner election, changefeeds, control API", []string{"coordinator"}),
+		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller}),
+		roleCmd("coordinator", "Run the coordinator role: owner election, changefeeds, control API", []string{node.RoleCoordinator}),
 		cliCmd(),
 		cli.NewChangefeedCommand(),
 		versionCmd(),

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/require"
+	"github.com/tidestream/tidestream/e2e/harness"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+	"github.com/tikv/client-go/v2/util/codec"
+)
+
+// startPlayground runs deploy/playground (PLAYGROUND_BIN, which `make e2e`
+// builds) on ports picked now and waits until its SQL port answers.
+func startPlayground(t *testing.T) (pdAddr string, db *sql.DB) {
+	t.Helper()
+	bin := os.Getenv("PLAYGROUND_BIN")
+	if bin == "" {
+		t.Skip("PLAYGROUND_BIN is not set: `make e2e` builds deploy/playground and sets it")
+	}
+	sqlAddr, pd := harness.FreeAddr(t), harness.FreeAddr(t)
+	port := func(a string) string { return a[len("127.0.0.1:"):] }
+	p := harness.Start(t, "playground", bin, "--data-dir", t.TempDir(),
+		"--sql-port", port(sqlAddr), "--status-port", port(harness.FreeAddr(t)),
+		"--pd-port", port(pd), "--kv-port", port(harness.FreeAddr(t)),
+		"--resolved-ts-interval", "200ms", "--check-invariants")
+	db, err := sql.Open("mysql", "root@tcp("+sqlAddr+")/")
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	harness.Eventually(t, 3*time.Minute, "playground SQL port", func() error {
+		if p.Exited() {
+			t.Fatalf("playground exited:\n%s", p.Log())
+		}
+		return db.Ping()
+	})
+	return pd, db
+}
+
+// TestPullerThroughCDCServer subscribes to `cdc server`'s PullerService as a
+// sorter would and receives rows written through TiDB.
+func TestPullerThroughCDCServer(t *testing.T) {
+	pd, db := startPlayground(t)
+	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pd)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	for _, q := range []string{"CREATE DATABASE p", "CREATE TABLE p.t (id INT PRIMARY KEY, v VARCHAR(8))"} {
+		_, err := db.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	var id int64
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = 'p' AND table_name = 't'").Scan(&id))
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	tso := func() uint64 {
+		var ts uint64
+		_, err := conn.ExecContext(ctx, "BEGIN")
+		require.NoError(t, err)
+		require.NoError(t, conn.QueryRowContext(ctx, "SELECT @@tidb_current_ts").Scan(&ts))
+		_, err = conn.ExecContext(ctx, "COMMIT")
+		require.NoError(t, err)
+		return ts
+	}
+	from := tso()
+	prefix := append([]byte{'t'}, codec.EncodeInt(nil, id)...)
+	span := &tidestreamv1.Span{
+		StartKey: codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_r"...)),
+		EndKey:   codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_s"...)),
+	}
+	client := tidestreamv1.NewPullerServiceClient(harness.Dial(t, srv.addr))
+	stream, err := client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{
+		ChangefeedId: "e2e", PipelineId: 1, Epoch: 1, FromTs: from, Spans: []*tidestreamv1.Span{span},
+	})
+	require.NoError(t, err)
+
+	for i := range 50 {
+		_, err := conn.ExecContext(ctx, "INSERT INTO p.t VALUES (?, 'x')", i)
+		require.NoError(t, err)
+	}
+	last := tso()
+	seen := map[string]bool{}
+	var resolved uint64
+	for resolved < last {
+		b, err := stream.Recv()
+		require.NoError(t, err)
+		for _, e := range b.Events {
+			require.Greater(t, e.CommitTs, resolved, "event after the resolved ts that covers it")
+			require.Equal(t, tidestreamv1.OpType_OP_TYPE_PUT, e.Op)
+			seen[fmt.Sprintf("%x", e.Key)] = true
+		}
+		resolved = max(resolved, b.ResolvedTs)
+	}
+	require.Len(t, seen, 50, "every inserted row once")
+}
