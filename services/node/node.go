@@ -233,9 +233,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	}
 	n.coord.RegisterServices(n.grpcSrv.Server())
 	if slices.Contains(cfg.Roles, RolePuller) {
-		n.puller = &lazyPuller{pd: cfg.PD, log: logging.Component(log, "puller"), meter: n.tel.MeterProvider.Meter("tidestream/puller")}
+		n.puller = &lazyPuller{addrs: cfg.PD, log: logging.Component(log, "puller"), meter: n.tel.MeterProvider.Meter("tidestream/puller")}
 		svc, err := service.New(service.Config{
-			Puller: n.puller, MemoryQuota: cfg.PullerMemoryQuota,
+			Puller: n.puller, MemoryQuota: cfg.PullerMemoryQuota, GCSafePoint: n.puller.GCSafePoint,
 			Logger: logging.Component(log, "puller"), Meter: n.tel.MeterProvider.Meter("tidestream/puller"),
 		})
 		if err != nil {

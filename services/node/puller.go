@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/puller/kvclient"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -16,12 +17,13 @@ import (
 // is still unreachable, and a failed connect is retried by the next
 // Subscribe, which the sorter repeats on UNAVAILABLE.
 type lazyPuller struct {
-	pd    []string
+	addrs []string
 	log   *slog.Logger
 	meter metric.Meter
 
 	mu     sync.Mutex
 	client *kvclient.Client
+	pd     *upstream.Upstream // for GC safepoint reads; opened with the client
 	closed bool
 }
 
@@ -34,15 +36,38 @@ func (p *lazyPuller) get(ctx context.Context) (*kvclient.Client, error) {
 	if p.client != nil {
 		return p.client, nil
 	}
-	if len(p.pd) == 0 {
+	if len(p.addrs) == 0 {
 		return nil, fmt.Errorf("%w: the puller role needs the upstream: start the server with --pd", kvclient.ErrFatal)
 	}
-	c, err := kvclient.New(ctx, kvclient.Config{PDAddrs: p.pd, Logger: p.log, Meter: p.meter})
+	uc := upstream.DefaultConfig()
+	uc.PDAddrs = p.addrs
+	uc.Logger = p.log
+	up, err := upstream.Open(ctx, uc)
 	if err != nil {
-		return nil, fmt.Errorf("puller: connect to upstream PD %v: %w", p.pd, err)
+		return nil, fmt.Errorf("puller: connect to upstream PD %v: %w", p.addrs, err)
 	}
-	p.client = c
+	c, err := kvclient.New(ctx, kvclient.Config{PDAddrs: p.addrs, Logger: p.log, Meter: p.meter})
+	if err != nil {
+		up.Close()
+		return nil, fmt.Errorf("puller: connect to upstream PD %v: %w", p.addrs, err)
+	}
+	p.client, p.pd = c, up
 	return c, nil
+}
+
+// GCSafePoint is the upstream's GC safepoint bound: a subscription from
+// below it would read a history TiKV's GC has already thinned, silently.
+func (p *lazyPuller) GCSafePoint(ctx context.Context) (uint64, error) {
+	if _, err := p.get(ctx); err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	up := p.pd
+	p.mu.Unlock()
+	if up == nil {
+		return 0, kvclient.ErrClosed
+	}
+	return up.GCSafePoint(ctx)
 }
 
 // Subscribe implements service.Puller.
@@ -59,6 +84,10 @@ func (p *lazyPuller) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	if p.pd != nil {
+		p.pd.Close()
+		p.pd = nil
+	}
 	if p.client == nil {
 		return nil
 	}
