@@ -36,6 +36,8 @@ import (
 	"github.com/tidestream/tidestream/services/runtime/logging"
 	"github.com/tidestream/tidestream/services/runtime/server"
 	"github.com/tidestream/tidestream/services/runtime/telemetry"
+	"github.com/tidestream/tidestream/sorter/engine"
+	sorter "github.com/tidestream/tidestream/sorter/service"
 )
 
 // Config is the configuration of one process.
@@ -71,12 +73,16 @@ type Config struct {
 	// PullerMemoryQuota bounds the event bytes the puller role holds
 	// between TiKV and its subscribers.
 	PullerMemoryQuota int64
+	// SorterMemoryQuota bounds the sorter role's pebble memory (memtables,
+	// block cache, iterators); beyond it events live on disk under DataDir.
+	SorterMemoryQuota int64
 }
 
 // Roles.
 const (
 	RoleCoordinator = "coordinator"
 	RolePuller      = "puller"
+	RoleSorter      = "sorter"
 )
 
 // DefaultConfig returns the defaults of `cdc server`.
@@ -85,6 +91,7 @@ func DefaultConfig() Config {
 	return Config{
 		Roles:             []string{RoleCoordinator},
 		PullerMemoryQuota: service.DefaultMemoryQuota,
+		SorterMemoryQuota: engine.DefaultMemoryQuota,
 		Addr:              "127.0.0.1:8300",
 		StatusAddr:        "127.0.0.1:8301",
 		DataDir:           "cdc-data",
@@ -107,14 +114,18 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "etcd session TTL: how fast a dead process's ownership is taken over")
 	fs.DurationVar(&c.GCTTL, "gc-ttl", c.GCTTL, "how long upstream data is kept for a changefeed that stops progressing")
 	fs.Int64Var(&c.PullerMemoryQuota, "puller-memory-quota", c.PullerMemoryQuota, "bytes of change events the puller role may hold in memory for its subscribers")
+	fs.Int64Var(&c.SorterMemoryQuota, "sorter-memory-quota", c.SorterMemoryQuota, "bytes of memory the sorter role's pebble may use; beyond it events spill to --data-dir")
 }
 
 // Validate checks the config; errors name the flag.
 func (c *Config) Validate() error {
 	for _, r := range c.Roles {
-		if r != RoleCoordinator && r != RolePuller {
-			return fmt.Errorf("roles: %q is not available yet (available: %s, %s)", r, RoleCoordinator, RolePuller)
+		if r != RoleCoordinator && r != RolePuller && r != RoleSorter {
+			return fmt.Errorf("roles: %q is not available yet (available: %s, %s, %s)", r, RoleCoordinator, RolePuller, RoleSorter)
 		}
+	}
+	if c.SorterMemoryQuota < 16<<20 {
+		return fmt.Errorf("--sorter-memory-quota %d: must be at least 16 MiB", c.SorterMemoryQuota)
 	}
 	if c.PullerMemoryQuota <= 0 {
 		return fmt.Errorf("--puller-memory-quota %d: must be positive", c.PullerMemoryQuota)
@@ -149,6 +160,8 @@ type Node struct {
 	httpSrv  *server.HTTPServer
 	coord    *coordinator.Coordinator
 	puller   *lazyPuller
+	sorter   *sorter.Service
+	sorterDB *engine.Engine
 	addr     net.Addr
 	status   net.Addr
 }
@@ -243,6 +256,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 		}
 		svc.Register(n.grpcSrv.Server())
 	}
+	if slices.Contains(cfg.Roles, RoleSorter) {
+		// The sorter's puller is this process's own PullerService until the
+		// coordinator assigns pipelines across processes.
+		if n.sorterDB, err = engine.Open(engine.Config{
+			Dir: filepath.Join(cfg.DataDir, "sorter"), MemoryQuota: cfg.SorterMemoryQuota,
+			Logger: logging.Component(log, "sorter"), Meter: n.tel.MeterProvider.Meter("tidestream/sorter"),
+		}); err != nil {
+			return nil, fmt.Errorf("sorter: %w", err)
+		}
+		if n.sorter, err = sorter.New(sorter.Config{
+			PullerAddr: advertise, Engine: n.sorterDB,
+			Logger: logging.Component(log, "sorter"), Meter: n.tel.MeterProvider.Meter("tidestream/sorter"),
+		}); err != nil {
+			return nil, err
+		}
+		n.sorter.Register(n.grpcSrv.Server())
+	}
 	return n, nil
 }
 
@@ -309,6 +339,16 @@ func (n *Node) Run(ctx context.Context) error {
 // Close releases the etcd client, telemetry and embedded etcd, in the
 // reverse order of Start. Safe to call more than once.
 func (n *Node) Close() {
+	if n.sorter != nil {
+		n.sorter.Close()
+		n.sorter = nil
+	}
+	if n.sorterDB != nil {
+		if err := n.sorterDB.Close(); err != nil {
+			n.log.Warn("close sorter engine", "err", err)
+		}
+		n.sorterDB = nil
+	}
 	if n.puller != nil {
 		if err := n.puller.Close(); err != nil {
 			n.log.Warn("close puller", "err", err)

@@ -99,8 +99,8 @@ type SubscribeRequest struct {
 	// already delivered before the restart that produced this request.
 	FromTs uint64 `protobuf:"varint,5,opt,name=from_ts,json=fromTs,proto3" json:"from_ts,omitempty"`
 	// The pipeline's key ranges: a table's record span, or one per physical
-	// partition. Read by PullerService only, which keeps no assignment state of
-	// its own; the other stages know their pipeline from the assignment.
+	// partition. PullerService keeps no assignment state of its own and pulls
+	// exactly these; SorterService forwards them to its puller.
 	Spans         []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -73,7 +73,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.AddCommand(
-		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller}),
+		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller, node.RoleSorter}),
 		roleCmd("coordinator", "Run the coordinator role: owner election, changefeeds, control API", []string{node.RoleCoordinator}),
 		cliCmd(),
 		cli.NewChangefeedCommand(),
