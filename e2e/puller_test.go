@@ -41,6 +41,32 @@ func startPlayground(t *testing.T) (pdAddr string, db *sql.DB) {
 	return pd, db
 }
 
+// currentTS reads a fresh TSO through TiDB (it is 0 outside a transaction).
+func currentTS(ctx context.Context, t *testing.T, c *sql.Conn) uint64 {
+	t.Helper()
+	var ts uint64
+	_, err := c.ExecContext(ctx, "BEGIN")
+	require.NoError(t, err)
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT @@tidb_current_ts").Scan(&ts))
+	_, err = c.ExecContext(ctx, "COMMIT")
+	require.NoError(t, err)
+	return ts
+}
+
+// recordSpan is the record key range of table db.table, memcomparable, as a
+// pipeline span.
+func recordSpan(ctx context.Context, t *testing.T, db *sql.DB, schema, table string) *tidestreamv1.Span {
+	t.Helper()
+	var id int64
+	require.NoError(t, db.QueryRowContext(ctx,
+		"SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", schema, table).Scan(&id))
+	prefix := append([]byte{'t'}, codec.EncodeInt(nil, id)...)
+	return &tidestreamv1.Span{
+		StartKey: codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_r"...)),
+		EndKey:   codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_s"...)),
+	}
+}
+
 // TestPullerThroughCDCServer subscribes to `cdc server`'s PullerService as a
 // sorter would and receives rows written through TiDB.
 func TestPullerThroughCDCServer(t *testing.T) {
@@ -53,26 +79,12 @@ func TestPullerThroughCDCServer(t *testing.T) {
 		_, err := db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
 	}
-	var id int64
-	require.NoError(t, db.QueryRowContext(ctx, "SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = 'p' AND table_name = 't'").Scan(&id))
+	span := recordSpan(ctx, t, db, "p", "t")
 	conn, err := db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
-	tso := func() uint64 {
-		var ts uint64
-		_, err := conn.ExecContext(ctx, "BEGIN")
-		require.NoError(t, err)
-		require.NoError(t, conn.QueryRowContext(ctx, "SELECT @@tidb_current_ts").Scan(&ts))
-		_, err = conn.ExecContext(ctx, "COMMIT")
-		require.NoError(t, err)
-		return ts
-	}
+	tso := func() uint64 { return currentTS(ctx, t, conn) }
 	from := tso()
-	prefix := append([]byte{'t'}, codec.EncodeInt(nil, id)...)
-	span := &tidestreamv1.Span{
-		StartKey: codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_r"...)),
-		EndKey:   codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_s"...)),
-	}
 	client := tidestreamv1.NewPullerServiceClient(harness.Dial(t, srv.addr))
 	stream, err := client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{
 		ChangefeedId: "e2e", PipelineId: 1, Epoch: 1, FromTs: from, Spans: []*tidestreamv1.Span{span},

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/tidestream/tidestream/e2e/harness"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
-	"github.com/tikv/client-go/v2/util/codec"
 )
 
 // TestSorterThroughCDCServer subscribes to `cdc server`'s SorterService as an
@@ -35,8 +34,7 @@ func TestSorterThroughCDCServer(t *testing.T) {
 		_, err := db.ExecContext(ctx, q)
 		require.NoError(t, err, q)
 	}
-	var id int64
-	require.NoError(t, db.QueryRowContext(ctx, "SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = 's' AND table_name = 't'").Scan(&id))
+	span := recordSpan(ctx, t, db, "s", "t")
 	conn, err := db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
@@ -44,13 +42,7 @@ func TestSorterThroughCDCServer(t *testing.T) {
 		_, err := c.ExecContext(ctx, q, args...)
 		require.NoError(t, err, q)
 	}
-	tso := func() uint64 {
-		var ts uint64
-		exec(conn, "BEGIN")
-		require.NoError(t, conn.QueryRowContext(ctx, "SELECT @@tidb_current_ts").Scan(&ts))
-		exec(conn, "COMMIT")
-		return ts
-	}
+	tso := func() uint64 { return currentTS(ctx, t, conn) }
 	lastCommit := func(c *sql.Conn) uint64 {
 		var info string
 		require.NoError(t, c.QueryRowContext(ctx, "SELECT @@tidb_last_txn_info").Scan(&info))
@@ -62,11 +54,6 @@ func TestSorterThroughCDCServer(t *testing.T) {
 	}
 
 	from := tso()
-	prefix := append([]byte{'t'}, codec.EncodeInt(nil, id)...)
-	span := &tidestreamv1.Span{
-		StartKey: codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_r"...)),
-		EndKey:   codec.EncodeBytes(nil, append(append([]byte(nil), prefix...), "_s"...)),
-	}
 	client := tidestreamv1.NewSorterServiceClient(harness.Dial(t, sorterAddr))
 	stream, err := client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{
 		ChangefeedId: "e2e", PipelineId: 1, Epoch: 1, FromTs: from, Spans: []*tidestreamv1.Span{span},
