@@ -99,8 +99,9 @@ playground-test: playground-build $(BIN)/go-tpc
 	$(PG_GO) go test -race -count=1 -timeout 20m $(PG_RACE_PKGS)
 	$(PG_GO) PLAYGROUND_BIN=$(BIN)/playground GO_TPC=$(BIN)/go-tpc go test -count=1 -timeout 30m . ./tidb/... ./synth/...
 
-# Starts `cdc server` on embedded defaults and creates the seed's changefeed.
-demo: build
+# Starts the playground and `cdc server` on embedded defaults against it, and
+# creates the seed's changefeed.
+demo: build playground-build
 	./scripts/demo.sh
 
 clean:

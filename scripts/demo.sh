@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# make demo: start `cdc server` on embedded defaults and create the seed
-# guide's changefeed with the guide's own command. Until deploy/playground
-# lands, a fake PD stands in for the upstream cluster (it serves TSO and GC
-# safepoints, which is all that changefeed creation asks of PD).
+# make demo: start deploy/playground (TiDB, PD and TiKV in one process) as the
+# upstream, start `cdc server` on embedded defaults against it, and create the
+# seed guide's changefeed with the guide's own command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
@@ -15,9 +14,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-go build -o "$BIN/pdfake" ./e2e/cmd/pdfake
-"$BIN/pdfake" --addr 127.0.0.1:2379 &
+"$BIN/playground" --data-dir "$work/upstream" > "$work/playground.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 300); do
+  grep -q '^TiKV ' "$work/playground.log" && break
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/playground.log"; exit 1; }
+  sleep 0.2
+done
+grep '^\(playground\|TiDB\|PD\|TiKV\) ' "$work/playground.log"
 
 "$BIN/cdc" server --pd=http://127.0.0.1:2379 --data-dir "$work/data" --log-file "$work/cdc.log" &
 pids+=($!)
