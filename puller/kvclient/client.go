@@ -10,11 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidestream/tidestream/puller/internal/tikvconn"
 	"github.com/tidestream/tidestream/puller/matcher"
 	"github.com/tikv/client-go/v2/tikv"
 	pd "github.com/tikv/pd/client"
-	"github.com/tikv/pd/client/opt"
-	"github.com/tikv/pd/client/pkg/caller"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -156,6 +155,7 @@ type Client struct {
 	cfg       Config
 	log       *slog.Logger
 	met       *metrics
+	conn      *tikvconn.Conn
 	pd        pd.Client
 	cache     *tikv.RegionCache // memcomparable keys: regions as PD and EventFeed see them
 	kv        *tikv.KVStore     // raw keys: ScanLock and the lock resolver
@@ -187,32 +187,19 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pdCli, err := newPDClient(ctx, cfg.PDAddrs)
+	conn, err := tikvconn.Open(ctx, tikvconn.Options{
+		Addrs: cfg.PDAddrs, Component: "tidestream-puller", PDTimeout: 10 * time.Second,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kvclient: %w", err)
 	}
-	clusterID := pdCli.GetClusterID(ctx)
-	if clusterID == 0 {
-		pdCli.Close()
+	if conn.ClusterID == 0 {
+		_ = conn.Close()
 		return nil, fmt.Errorf("kvclient: PD %v reported no cluster id", cfg.PDAddrs)
-	}
-	codecCli := tikv.NewCodecPDClient(tikv.ModeTxn, pdCli)
-	spkv, err := tikv.NewEtcdSafePointKV(cfg.PDAddrs, nil)
-	if err != nil {
-		pdCli.Close()
-		return nil, fmt.Errorf("kvclient: connect PD etcd %v: %w", cfg.PDAddrs, err)
-	}
-	rpc := tikv.NewRPCClient(tikv.WithCodec(codecCli.GetCodec()))
-	kvStore, err := tikv.NewKVStore(fmt.Sprintf("tidestream-puller-%d", clusterID), codecCli, spkv, rpc)
-	if err != nil {
-		_ = rpc.Close()
-		_ = spkv.Close()
-		pdCli.Close()
-		return nil, fmt.Errorf("kvclient: open KV store: %w", err)
 	}
 	met, err := newMetrics(cfg.Meter)
 	if err != nil {
-		_ = kvStore.Close()
+		_ = conn.Close()
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(context.Background())
@@ -220,10 +207,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "kvclient"),
 		met:       met,
-		pd:        pdCli,
-		cache:     tikv.NewRegionCache(pdCli),
-		kv:        kvStore,
-		clusterID: clusterID,
+		conn:      conn,
+		pd:        conn.PD,
+		cache:     tikv.NewRegionCache(conn.PD),
+		kv:        conn.KV,
+		clusterID: conn.ClusterID,
 		ctx:       cctx,
 		cancel:    cancel,
 		subs:      make(map[uint64]*subscription),
@@ -234,35 +222,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	for range locatorWorkers {
 		c.spawn(func() { c.locator.run(cctx) })
 	}
-	c.log.Info("change-data client ready", "pd", cfg.PDAddrs, "cluster_id", clusterID,
+	c.log.Info("change-data client ready", "pd", cfg.PDAddrs, "cluster_id", conn.ClusterID,
 		"streams_per_store", cfg.StreamsPerStore, "region_scan_limit", cfg.RegionScanLimit,
 		"resolve_lock_after", cfg.ResolveLockAfter)
 	return c, nil
-}
-
-// newPDClient connects to PD. The pd client lives as long as the context it
-// is created with, so it gets one of its own that ctx can cancel only until
-// the connection is up.
-func newPDClient(ctx context.Context, addrs []string) (pd.Client, error) {
-	pdCtx, cancelPD := context.WithCancel(context.WithoutCancel(ctx))
-	stopWatch := context.AfterFunc(ctx, cancelPD)
-	cli, err := pd.NewClientWithContext(pdCtx, caller.Component("tidestream-puller"), addrs, pd.SecurityOption{},
-		opt.WithCustomTimeoutOption(10*time.Second),
-		// By default this pd client looks regions up through the streaming
-		// QueryRegion RPC, which PD before 9.0 (and the playground) answers
-		// UNIMPLEMENTED without a fallback; the unary calls work everywhere.
-		opt.WithEnableRouterClient(false))
-	if !stopWatch() && err == nil {
-		// ctx ended just as the connection came up: the client is
-		// already cancelled.
-		cli.Close()
-		err = ctx.Err()
-	}
-	if err != nil {
-		cancelPD()
-		return nil, fmt.Errorf("kvclient: connect PD %v: %w", addrs, err)
-	}
-	return cli, nil
 }
 
 // spawn runs fn on a goroutine that Close waits for. After Close has begun
@@ -307,7 +270,7 @@ func (c *Client) Close() error {
 	// The memcomparable cache runs background loads through PD: close it
 	// before the KV store closes the PD client under it.
 	c.cache.Close()
-	if err := c.kv.Close(); err != nil {
+	if err := c.conn.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close KV store: %w", err))
 	}
 	return errors.Join(errs...)

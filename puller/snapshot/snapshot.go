@@ -13,14 +13,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tidestream/tidestream/puller/internal/tikvconn"
 	"github.com/tikv/client-go/v2/config"
 	tikverr "github.com/tikv/client-go/v2/error"
 	"github.com/tikv/client-go/v2/oracle"
-	"github.com/tikv/client-go/v2/tikv"
 	"github.com/tikv/client-go/v2/txnkv/txnsnapshot"
-	pd "github.com/tikv/pd/client"
-	"github.com/tikv/pd/client/opt"
-	"github.com/tikv/pd/client/pkg/caller"
 )
 
 // Sentinels. Every error a Reader returns wraps exactly one of them (or is
@@ -81,9 +78,8 @@ func WithConnectTimeout(d time.Duration) Option {
 
 // Reader reads committed data at a timestamp. It is safe for concurrent use.
 type Reader struct {
-	store    *tikv.KVStore
-	opts     options
-	cancelPD context.CancelFunc
+	conn *tikvconn.Conn
+	opts options
 }
 
 // New connects to PD at pdAddrs and builds a client-go KVStore: a pd client
@@ -109,66 +105,20 @@ func New(ctx context.Context, pdAddrs []string, opts ...Option) (*Reader, error)
 	if o.connectTimeout <= 0 {
 		return nil, fmt.Errorf("%w: connect timeout %v, want > 0", ErrInvalidArgument, o.connectTimeout)
 	}
-	tlsConfig, err := o.security.ToTLSConfig()
-	if err != nil {
-		return nil, fmt.Errorf("%w: TLS: %w", ErrInvalidArgument, err)
-	}
-
-	// The pd client lives as long as the context it is created with, and
-	// only that context can interrupt its first connection. So it gets a
-	// context of its own that the connect deadline (or the caller giving up)
-	// cancels only until New returns.
 	connectCtx, cancelConnect := context.WithTimeout(ctx, o.connectTimeout)
 	defer cancelConnect()
-	pdCtx, cancelPD := context.WithCancel(context.WithoutCancel(ctx))
-	stopWatch := context.AfterFunc(connectCtx, cancelPD)
-	pdCli, err := pd.NewClientWithContext(pdCtx, caller.Component("tidestream-snapshot"), pdAddrs,
-		pd.SecurityOption{CAPath: o.security.ClusterSSLCA, CertPath: o.security.ClusterSSLCert, KeyPath: o.security.ClusterSSLKey},
-		// This pd client looks regions up through the streaming
-		// pdpb.PD/QueryRegion RPC by default. PD before 9.0 (v8.5 included,
-		// and the playground) answers Unimplemented and the client does not
-		// fall back, so every region lookup would fail after its backoff.
-		// The unary GetRegion / ScanRegions calls work on every version.
-		opt.WithEnableRouterClient(false))
-	if !stopWatch() && err == nil {
-		// Connected just as the deadline fired: the client is already
-		// cancelled, so treat it as not connected.
-		pdCli.Close()
-		err = connectCtx.Err()
+	conn, err := tikvconn.Open(connectCtx, tikvconn.Options{Addrs: pdAddrs, Component: "tidestream-snapshot", Security: o.security})
+	if errors.Is(err, tikvconn.ErrTLS) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	if err != nil {
-		cancelPD()
-		return nil, classify(ctx, fmt.Errorf("connect PD %v: %w", pdAddrs, err))
+		return nil, classify(ctx, err)
 	}
-	// API v1: TiDB's keys as they are, no keyspace prefix.
-	codecCli := tikv.NewCodecPDClient(tikv.ModeTxn, pdCli)
-	spkv, err := tikv.NewEtcdSafePointKV(pdAddrs, tlsConfig)
-	if err != nil {
-		codecCli.Close()
-		cancelPD()
-		return nil, classify(ctx, fmt.Errorf("connect PD etcd %v: %w", pdAddrs, err))
-	}
-	rpc := tikv.NewRPCClient(tikv.WithSecurity(o.security), tikv.WithCodec(codecCli.GetCodec()))
-	uuid := fmt.Sprintf("tidestream-snapshot-%d", codecCli.GetClusterID(ctx))
-	store, err := tikv.NewKVStore(uuid, codecCli, spkv, rpc)
-	if err != nil {
-		// NewKVStore closes what it built itself on failure, but not the
-		// clients handed to it.
-		_ = rpc.Close()
-		_ = spkv.Close()
-		codecCli.Close()
-		cancelPD()
-		return nil, classify(ctx, fmt.Errorf("open KV store: %w", err))
-	}
-	return &Reader{store: store, opts: o, cancelPD: cancelPD}, nil
+	return &Reader{conn: conn, opts: o}, nil
 }
 
 // Close releases the store and its PD / TiKV connections.
-func (r *Reader) Close() error {
-	err := r.store.Close()
-	r.cancelPD()
-	return err
-}
+func (r *Reader) Close() error { return r.conn.Close() }
 
 // CurrentTS returns a fresh timestamp from PD's TSO: a snapshot at it sees
 // every transaction committed before the call.
@@ -176,7 +126,7 @@ func (r *Reader) CurrentTS(ctx context.Context) (uint64, error) {
 	if err := r.usable(ctx); err != nil {
 		return 0, err
 	}
-	ts, err := r.store.GetOracle().GetTimestamp(ctx, &oracle.Option{TxnScope: oracle.GlobalTxnScope})
+	ts, err := r.conn.KV.GetOracle().GetTimestamp(ctx, &oracle.Option{TxnScope: oracle.GlobalTxnScope})
 	if err != nil {
 		return 0, classify(ctx, fmt.Errorf("get TSO: %w", err))
 	}
@@ -263,7 +213,7 @@ func (r *Reader) Scan(ctx context.Context, start, end []byte, ts uint64, limit i
 }
 
 func (r *Reader) snapshot(ts uint64) *txnsnapshot.KVSnapshot {
-	s := r.store.GetSnapshot(ts)
+	s := r.conn.KV.GetSnapshot(ts)
 	s.SetScanBatchSize(r.opts.scanBatchSize)
 	return s
 }
@@ -280,7 +230,7 @@ func (r *Reader) usable(ctx context.Context) error {
 		return err
 	}
 	select {
-	case <-r.store.Closed():
+	case <-r.conn.KV.Closed():
 		return ErrClosed
 	default:
 		return nil
