@@ -1,6 +1,7 @@
 package cdcemu
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,7 @@ func (d *delegate) contains(key []byte) bool {
 // findDelegate returns the delegate whose region holds key. applyMu held.
 func (e *Emulator) findDelegate(key []byte) *delegate {
 	i := sort.Search(len(e.delegates), func(i int) bool {
-		return compareStart(e.delegates[i].rawStart, key) > 0
+		return bytes.Compare(e.delegates[i].rawStart, key) > 0
 	})
 	if i == 0 {
 		return nil
@@ -216,7 +217,7 @@ func (e *Emulator) addDelegate(d *delegate) {
 		kept = append(kept, o)
 	}
 	kept = append(kept, d)
-	sort.Slice(kept, func(i, j int) bool { return compareStart(kept[i].rawStart, kept[j].rawStart) < 0 })
+	sort.Slice(kept, func(i, j int) bool { return bytes.Compare(kept[i].rawStart, kept[j].rawStart) < 0 })
 	e.delegates = kept
 }
 

@@ -284,10 +284,6 @@ func (e *Emulator) Split(rawKey []byte) ([]*metapb.Region, error) {
 	if re := resp.GetRegionError(); re != nil {
 		return nil, fmt.Errorf("cdcemu: split region %d: %s", region.GetId(), re.GetMessage())
 	}
-	e.afterSplit(b)
+	e.checkEpochs(b) // the old region's subscriptions get epoch_not_match
 	return regionsOverlapping(b, region), nil
 }
-
-// afterSplit stops the subscriptions of every region whose epoch moved.
-// applyMu held.
-func (e *Emulator) afterSplit(b *Backend) { e.checkEpochs(b) }

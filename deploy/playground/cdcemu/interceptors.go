@@ -114,7 +114,7 @@ func (e *Emulator) splitRPC(ctx context.Context, req any, handler grpc.UnaryHand
 		return resp, err
 	}
 	if r, ok := resp.(*kvrpcpb.SplitRegionResponse); ok && r.GetRegionError() == nil {
-		e.afterSplit(b)
+		e.checkEpochs(b)
 	}
 	return resp, nil
 }

@@ -17,8 +17,6 @@ func keyInRange(key, start, end []byte) bool {
 	return bytes.Compare(key, start) >= 0 && (len(end) == 0 || bytes.Compare(key, end) < 0)
 }
 
-func compareStart(a, b []byte) int { return bytes.Compare(a, b) }
-
 func rangesOverlap(s1, e1, s2, e2 []byte) bool {
 	return (len(e2) == 0 || bytes.Compare(s1, e2) < 0) && (len(e1) == 0 || bytes.Compare(s2, e1) < 0)
 }

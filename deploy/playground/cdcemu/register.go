@@ -147,10 +147,12 @@ func (e *Emulator) snapshot(b *Backend, ds *downstream) ([]*cdcpb.Event_Row, err
 	defer iter.Close()
 
 	var rows []*cdcpb.Event_Row
+	old := newOldReader(b)
+	defer old.close()
 	li := 0
 	emitLocksBefore := func(key []byte) {
 		for li < len(lockKeys) && (key == nil || bytes.Compare(lockKeys[li], key) < 0) {
-			rows = append(rows, e.prewriteRow(b, lockKeys[li], locks[string(lockKeys[li])], nil))
+			rows = append(rows, e.prewriteRow(old, lockKeys[li], locks[string(lockKeys[li])], nil))
 			li++
 		}
 	}
@@ -164,7 +166,7 @@ func (e *Emulator) snapshot(b *Backend, ds *downstream) ([]*cdcpb.Event_Row, err
 		emitLocksBefore(cur)
 		if li < len(lockKeys) && bytes.Equal(lockKeys[li], cur) {
 			l := locks[string(cur)]
-			rows = append(rows, e.prewriteRow(b, cur, l, versions))
+			rows = append(rows, e.prewriteRow(old, cur, l, versions))
 			li++
 		}
 		for i, v := range versions {
@@ -227,22 +229,22 @@ func opType(lockOp uint8) cdcpb.Event_Row_OpType {
 
 // prewriteRow builds a PREWRITE for a lock; versions (newest first), when the
 // caller has them, save a read for the old value.
-func (e *Emulator) prewriteRow(b *Backend, key []byte, l mvcc.Lock, versions []version) *cdcpb.Event_Row {
+func (e *Emulator) prewriteRow(old *oldReader, key []byte, l mvcc.Lock, versions []version) *cdcpb.Event_Row {
 	at := max(l.StartTS, l.ForUpdateTS)
-	var old []byte
+	var prev []byte
 	if versions != nil {
 		for _, v := range versions {
 			if v.commitTS <= at {
-				old = v.value
+				prev = v.value
 				break
 			}
 		}
 	} else {
-		old = oldValue(b, key, at)
+		prev = old.at(key, at)
 	}
 	r := &cdcpb.Event_Row{
 		StartTs: l.StartTS, Type: cdcpb.Event_PREWRITE, OpType: opType(l.Op),
-		Key: key, OldValue: old,
+		Key: key, OldValue: prev,
 	}
 	if r.OpType == cdcpb.Event_Row_PUT {
 		r.Value = l.Value
@@ -261,13 +263,24 @@ func committedRow(key []byte, v version, old []byte) *cdcpb.Event_Row {
 	return r
 }
 
-// oldValue is the newest committed Put at or below ts (spec §2.6); a Delete or
-// nothing gives empty.
-func oldValue(b *Backend, key []byte, ts uint64) []byte {
-	txn := b.Bundle.DB.NewTransaction(false)
-	defer txn.Discard()
-	txn.SetReadTS(ts)
-	item, err := txn.Get(key)
+// oldReader reads old values (spec §2.6) through one badger transaction per
+// applied batch or scan, moving its read ts per key as unistore's own reader
+// does, instead of opening a transaction per row.
+type oldReader struct {
+	db  *badger.DB
+	txn *badger.Txn
+}
+
+func newOldReader(b *Backend) *oldReader { return &oldReader{db: b.Bundle.DB} }
+
+// at is the newest committed Put at or below ts; a Delete or nothing gives
+// empty.
+func (r *oldReader) at(key []byte, ts uint64) []byte {
+	if r.txn == nil {
+		r.txn = r.db.NewTransaction(false)
+	}
+	r.txn.SetReadTS(ts)
+	item, err := r.txn.Get(key)
 	if err != nil || item == nil {
 		return nil
 	}
@@ -276,6 +289,13 @@ func oldValue(b *Backend, key []byte, ts uint64) []byte {
 		return nil
 	}
 	return v
+}
+
+func (r *oldReader) close() {
+	if r.txn != nil {
+		r.txn.Discard()
+		r.txn = nil
+	}
 }
 
 // emitScan streams the scan rows, then INITIALIZED; the downstream turns

@@ -97,6 +97,8 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 		lock bool // commit of a tracked 2PC lock
 	}
 	plans := make([]planned, 0, len(b.ops))
+	old := newOldReader(be)
+	defer old.close()
 	for i := range b.ops {
 		o := &b.ops[i]
 		d := e.findDelegate(o.key)
@@ -116,7 +118,7 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 			}
 			e.stats.Prewrites.Add(1)
 			if len(dss) > 0 {
-				p.row = e.prewriteRow(be, copyKey(o.key), o.lock, nil)
+				p.row = e.prewriteRow(old, copyKey(o.key), o.lock, nil)
 			}
 		case opCommit:
 			if !rowLock(o.lock.Op) {
@@ -145,7 +147,7 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 				// No lock: unistore's 1PC commits straight into the write CF.
 				e.stats.Committed.Add(1)
 				p.row = committedRow(key, version{startTS: b.startTS, commitTS: b.commitTS, value: lockValue(o.lock)},
-					oldValue(be, o.key, b.commitTS-1))
+					old.at(o.key, b.commitTS-1))
 			}
 		case opRollback:
 			e.stats.Rollbacks.Add(1)
