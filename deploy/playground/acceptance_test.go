@@ -29,6 +29,7 @@ import (
 	"github.com/pingcap/tidb/pkg/types"
 	"github.com/pingcap/tidb/pkg/util/codec"
 	"github.com/pingcap/tidb/pkg/util/rowcodec"
+	"github.com/tidestream/tidestream/deploy/playground/cdcemu"
 	"github.com/tidestream/tidestream/deploy/playground/checker"
 	"github.com/tidestream/tidestream/deploy/playground/internal/feedclient"
 	"github.com/tidestream/tidestream/deploy/playground/internal/pgtest"
@@ -379,6 +380,71 @@ type writer struct {
 	stop chan struct{}
 	done chan struct{}
 	errs atomic.Value
+}
+
+// TestLockOnlyCommitsThroughSQL: pessimistic transactions lock rows with
+// SELECT … FOR UPDATE and commit without writing them, in 2PC and in 1PC. For
+// each such key the emulator sends TiKV's empty UNKNOWN row to the
+// subscription of the region that the table's record span covers whole
+// (spec §2.5), and the playground's own client ignores it while every written
+// row still arrives once.
+func TestLockOnlyCommitsThroughSQL(t *testing.T) {
+	p := pgtest.Start(t, pgtest.Options{Args: []string{"--check-invariants"}})
+	c, tid := setupTable(t, p, "lockonly")
+	m := newModel()
+	exec1(t, c, "BEGIN")
+	for i := 1; i <= 300; i++ {
+		exec1(t, c, "INSERT INTO acc.lockonly VALUES (?, 'v', 0)", i)
+		m.rows[int64(i)] = row{"v", 0}
+	}
+	exec1(t, c, "COMMIT")
+	// [100, 200) becomes a region inside the record span.
+	for _, h := range []int{100, 200} {
+		if err := p.Fault("/fault/split", fmt.Sprintf("table=%d&handle=%d", tid, h), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpoint := currentTS(t, c)
+	s := openStream(t, p, tid, checkpoint)
+	s.waitResolved(t, checkpoint, time.Minute)
+	var before, after cdcemu.Snapshot
+	if err := p.Get("/cdc/stats", &before); err != nil {
+		t.Fatal(err)
+	}
+
+	modes := map[string]int{}
+	for i := 0; i < 10; i++ {
+		// Lock five rows of the covered region, write one: in another
+		// region (two phases; TiDB picks async commit), then in the same
+		// one (1PC).
+		for _, w := range []int{250 + i, 199 - i} {
+			lo := 100 + 9*i
+			exec1(t, c, "BEGIN PESSIMISTIC")
+			exec1(t, c, "SELECT id FROM acc.lockonly WHERE id >= ? AND id < ? FOR UPDATE", lo, lo+5)
+			exec1(t, c, "UPDATE acc.lockonly SET n = n + 1 WHERE id = ?", w)
+			exec1(t, c, "COMMIT")
+			ti := lastTxn(t, c)
+			modes[ti.CommitMode]++
+			r := m.rows[int64(w)]
+			m.put(int64(w), row{r.V, r.N + 1}, ti.CommitTS)
+		}
+	}
+	end := currentTS(t, c)
+	s.waitResolved(t, end, time.Minute)
+	if err := p.Get("/cdc/stats", &after); err != nil {
+		t.Fatal(err)
+	}
+	sent, got := after.UnknownRows-before.UnknownRows, s.fc.LockRecordRows()
+	t.Logf("commit modes %v; lock-record rows sent %d, ignored by the client %d; registrations %d then %d",
+		modes, sent, got, before.Registers, after.Registers)
+	if sent == 0 || uint64(got) != sent {
+		t.Fatalf("lock-record rows: emulator sent %d, client saw %d; want the same, above 0", sent, got)
+	}
+	if after.Registers != before.Registers {
+		t.Fatalf("registrations grew from %d to %d", before.Registers, after.Registers)
+	}
+	s.verify(t, tid, m.want)
+	serverChecker(t, p)
 }
 
 func startWriter(t *testing.T, db *sql.DB, table string, from int64) *writer {

@@ -27,11 +27,17 @@ const faultUsage = `Fault injection (POST, loopback clients only; answers JSON):
   /fault/region-error?kind=K[&region=ID][&when=now|register][&count=N][&backoff_ms=N]
         kind: not_leader, region_not_found, epoch_not_match, server_is_busy,
               congested, duplicate_request, cluster_id_mismatch, compatibility
-        when=now (default): send to the live subscriptions of region ID (0 or absent: all)
+        when=now (default): send to the live subscriptions of region ID (0 or absent: all);
+              a region error ends each one; server_is_busy, duplicate_request,
+              cluster_id_mismatch and compatibility, which TiKV sends only in answer
+              to a Register, come as the answer to a second Register for the live
+              key, which keeps streaming
         when=register: fail the next N (default 1) registrations of region ID (0: any)
   /fault/close-streams[?code=unavailable|unknown|canceled|internal|ok]
                                        end every change-data stream (ok: clean end of stream)
   /fault/hold-resolved-ts?seconds=N[&region=ID]   send no resolved ts for N seconds
+  /fault/tso-error?seconds=N           resolved-ts rounds run without a TSO for N seconds:
+                                       nothing advances, current values are re-reported
   /fault/delay-events?ms=N             deliver every change-data message N ms late (0 ends it)
   /fault/store-unavailable?seconds=N   every KV and change-data RPC fails UNAVAILABLE for N
                                        seconds; open streams are cut
@@ -148,6 +154,13 @@ func (a *faultAPI) fault(path string, r *http.Request) (any, error) {
 			return nil, err
 		}
 		a.emu.HoldResolvedTs(region, d)
+		return map[string]string{"until": time.Now().Add(d).Format(time.RFC3339Nano)}, nil
+	case "/fault/tso-error":
+		d, err := durParam(q, "seconds", time.Second)
+		if err != nil {
+			return nil, err
+		}
+		a.emu.FailTSO(d)
 		return map[string]string{"until": time.Now().Add(d).Format(time.RFC3339Nano)}, nil
 	case "/fault/delay-events":
 		d, err := durParam(q, "ms", time.Millisecond)

@@ -477,6 +477,13 @@ type downstream struct {
 	rawEnd     []byte
 	checkpoint uint64
 	state      atomic.Int32
+	// coversRegion and observedFromMin decide whether the degenerate row of
+	// a committed Lock record reaches this downstream (spec §2.5): TiKV
+	// range-checks that row's empty key, which passes only for a downstream
+	// flagged as covering its region or whose observed range starts at the
+	// smallest key.
+	coversRegion    bool
+	observedFromMin bool
 
 	// applyMu
 	advancedTo uint64
@@ -497,6 +504,10 @@ func (ds *downstream) stop() bool {
 }
 
 func (ds *downstream) contains(key []byte) bool { return keyInRange(key, ds.rawStart, ds.rawEnd) }
+
+// takesLockRows reports whether committed Lock records of its region reach
+// ds as degenerate UNKNOWN rows.
+func (ds *downstream) takesLockRows() bool { return ds.coversRegion || ds.observedFromMin }
 
 func (ds *downstream) addLock(key []byte, ts uint64) {
 	if old, ok := ds.lockKeys[string(key)]; ok {

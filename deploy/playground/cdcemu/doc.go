@@ -15,7 +15,12 @@
 // ticdc_version feature gates, cluster-id checks, incremental scans, resolved
 // ts that never passes an in-flight lock (async commit and 1PC included, via
 // the KV-port interceptors), region errors on splits, deregistration, and the
-// fault hooks the playground exposes over HTTP. Not emulated: leader transfer,
-// merges, txn_source, pipelined-DML generations and RawKV (unistore has none
-// of them).
+// fault hooks the playground exposes over HTTP. It also sends what real TiKV
+// sends beyond an idealised reading of the protocol (spec §0): the empty
+// UNKNOWN row of each committed Lock record, resolved-ts rounds without a TSO
+// that re-report current values, register-time rejections that leave a live
+// subscription streaming, and realtime Events that are never size-split.
+//
+// Not emulated: leader transfer, merges, txn_source, pipelined-DML
+// generations and RawKV (unistore has none of them).
 package cdcemu

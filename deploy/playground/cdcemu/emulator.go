@@ -162,7 +162,7 @@ func (e *Emulator) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			if err := e.Tick(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("resolved ts round skipped", "err", err)
+				e.log.Warn("resolved ts round without a TSO: current values re-reported", "err", err)
 			}
 		}
 	}
@@ -265,7 +265,8 @@ func (e *Emulator) stopDownstream(ds *downstream, err *cdcpb.Error) {
 	}
 }
 
-// Tick runs one resolved-ts round (spec §2.8, §6.3).
+// Tick runs one resolved-ts round (spec §2.8, §6.3). When the TSO cannot be
+// read the round still runs, as TiKV's does, and Tick returns the TSO error.
 func (e *Emulator) Tick(ctx context.Context) error {
 	b := e.backend.Load()
 	if b == nil {
@@ -275,8 +276,16 @@ func (e *Emulator) Tick(ctx context.Context) error {
 	// its commit ts before this read is then either visible as a lock (or an
 	// in-flight async-commit / 1PC prewrite) or already has its rows queued.
 	t, err := b.TSO(ctx)
+	if e.faults.tsoFailing() {
+		t, err = 0, errInjectedTSO
+	}
 	if err != nil {
-		return fmt.Errorf("cdcemu: resolved ts round: tso: %w", err)
+		// TiKV substitutes 0 for a failed TSO and runs the round anyway:
+		// nothing advances, and every Normal downstream hears its current
+		// value again, 0 if it never advanced (spec §2.8 step 1).
+		t = 0
+		e.stats.TSOErrors.Add(1)
+		err = fmt.Errorf("cdcemu: resolved ts round: tso: %w", err)
 	}
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
@@ -313,7 +322,7 @@ func (e *Emulator) Tick(ctx context.Context) error {
 		g.c.enqueueResolved(g.req, dss)
 	}
 	e.stats.Rounds.Add(1)
-	return nil
+	return err
 }
 
 // checkEpochs is the safety net for region changes that did not pass through
@@ -371,12 +380,22 @@ type Stats struct {
 	Resolved    atomic.Uint64
 	MessagesOut atomic.Uint64
 	Conns       atomic.Int64
+	// UnknownRows counts degenerate rows of committed Lock records queued
+	// to downstreams (spec §2.5).
+	UnknownRows atomic.Uint64
+	// DuplicateRegisters counts Registers a client sent for a key that was
+	// live on its connection, rejected with duplicate_request. A correct
+	// client never sends one; injected duplicates are not counted.
+	DuplicateRegisters atomic.Uint64
+	// TSOErrors counts resolved-ts rounds run without a TSO.
+	TSOErrors atomic.Uint64
 }
 
 // Snapshot is a point-in-time copy of Stats plus live state.
 type Snapshot struct {
 	Rounds, Prewrites, Commits, Committed, Rollbacks, ScanRows uint64
 	Registers, Errors, Resolved, MessagesOut                   uint64
+	UnknownRows, DuplicateRegisters, TSOErrors                 uint64
 	Conns                                                      int64
 	Subscriptions                                              []SubscriptionState
 }
@@ -398,7 +417,9 @@ func (e *Emulator) Snapshot() Snapshot {
 		Rollbacks: e.stats.Rollbacks.Load(), ScanRows: e.stats.ScanRows.Load(),
 		Registers: e.stats.Registers.Load(), Errors: e.stats.Errors.Load(),
 		Resolved: e.stats.Resolved.Load(), MessagesOut: e.stats.MessagesOut.Load(),
-		Conns: e.stats.Conns.Load(),
+		UnknownRows: e.stats.UnknownRows.Load(), DuplicateRegisters: e.stats.DuplicateRegisters.Load(),
+		TSOErrors: e.stats.TSOErrors.Load(),
+		Conns:     e.stats.Conns.Load(),
 	}
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()

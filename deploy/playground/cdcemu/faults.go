@@ -25,6 +25,16 @@ type faults struct {
 	disableV2    bool
 	rejectFeat   bool
 	pendingLimit int
+	tsoFailUntil time.Time
+}
+
+// errInjectedTSO stands in for PD's answer while a TSO fault lasts.
+var errInjectedTSO = errors.New("cdcemu: TSO unavailable (injected fault)")
+
+func (f *faults) tsoFailing() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return time.Now().Before(f.tsoFailUntil)
 }
 
 type pendingErr struct {
@@ -154,9 +164,17 @@ func (e *Emulator) errorFor(kind string, backoffMs uint64) (func(uint64) *cdcpb.
 	return nil, fmt.Errorf("cdcemu: unknown error kind %q (want one of %v)", kind, ErrorKinds)
 }
 
+// registerOnly lists the errors TiKV sends only in answer to a Register
+// (spec §2.2): they reject that Register and never end a live subscription.
+var registerOnly = map[string]bool{
+	"server_is_busy": true, "duplicate_request": true, "cluster_id_mismatch": true, "compatibility": true,
+}
+
 // InjectError sends an Error of kind to the live subscriptions of region (0 =
-// every region) and ends them, as TiKV does for a region error. It returns
-// how many subscriptions got it.
+// every region). A region error ends each of them, as TiKV does. A kind TiKV
+// sends only at register time is sent as TiKV answers a second Register for a
+// live key: the Error names the key, and the live subscription keeps
+// streaming (spec §2.10). It returns how many subscriptions got it.
 func (e *Emulator) InjectError(kind string, region uint64, backoffMs uint64) (int, error) {
 	mk, err := e.errorFor(kind, backoffMs)
 	if err != nil {
@@ -171,11 +189,26 @@ func (e *Emulator) InjectError(kind string, region uint64, backoffMs uint64) (in
 		}
 		for _, ds := range append([]*downstream(nil), d.downs...) {
 			e.stats.Errors.Add(1)
-			e.stopDownstream(ds, mk(ds.regionID))
 			n++
+			if !registerOnly[kind] {
+				e.stopDownstream(ds, mk(ds.regionID))
+				continue
+			}
+			ds.conn.enqueueForced(item{size: 64, ev: &cdcpb.Event{
+				RegionId: ds.regionID, RequestId: ds.requestID,
+				Event: &cdcpb.Event_Error{Error: mk(ds.regionID)},
+			}})
 		}
 	}
 	return n, nil
+}
+
+// FailTSO makes the resolved-ts rounds of the next d run without a TSO, as
+// TiKV's do when PD cannot be reached (spec §2.8 step 1).
+func (e *Emulator) FailTSO(d time.Duration) {
+	e.faults.mu.Lock()
+	defer e.faults.mu.Unlock()
+	e.faults.tsoFailUntil = time.Now().Add(d)
 }
 
 // InjectRegisterError makes the next count registrations for region (0 = any)

@@ -36,6 +36,15 @@ func decodeBound(enc []byte) ([]byte, bool) {
 	return raw, true
 }
 
+// covers reports whether the observed range [oStart, oEnd) holds the whole
+// region [rStart, rEnd), as TiKV's ObservedRange::update_region_key_range
+// decides it: an unbounded region end is covered only by an unbounded
+// observed end.
+func covers(oStart, oEnd, rStart, rEnd []byte) bool {
+	return bytes.Compare(oStart, rStart) <= 0 &&
+		(len(oEnd) == 0 || (len(rEnd) != 0 && bytes.Compare(rEnd, oEnd) <= 0))
+}
+
 // intersect returns [max(s1,s2), min(e1,e2)) and whether it is non-empty.
 func intersect(s1, e1, s2, e2 []byte) ([]byte, []byte, bool) {
 	s := s1

@@ -66,6 +66,8 @@ func (e *Emulator) registerLocked(b *Backend, c *conn, req *cdcpb.ChangeDataRequ
 		return nil, nil, regionNotFound(regionID)
 	}
 	if _, dup := c.subs[subKey{req.GetRequestId(), regionID}]; dup {
+		// The live subscription under this key keeps streaming (spec §2.10).
+		e.stats.DuplicateRegisters.Add(1)
 		return nil, nil, &cdcpb.Error{DuplicateRequest: &cdcpb.DuplicateRequest{RegionId: regionID}}
 	}
 	if req.GetRegionEpoch().GetVersion() != region.GetRegionEpoch().GetVersion() {
@@ -92,14 +94,22 @@ func (e *Emulator) registerLocked(b *Backend, c *conn, req *cdcpb.ChangeDataRequ
 		e.stopDelegate(d, epochNotMatch([]*metapb.Region{region}))
 		d = nil
 	}
-	if d == nil {
+	// TiKV decides whether a downstream's observed range covers its region
+	// once, when the delegate's lock scan finishes, for the downstreams
+	// present then. Here the lock scan runs inside this call, so only the
+	// registration that creates the delegate is present; one joining a live
+	// delegate never gets the flag, as in TiKV.
+	newDelegate := d == nil
+	if newDelegate {
 		d = &delegate{region: region, rawStart: rStart, rawEnd: rEnd}
 		e.addDelegate(d)
 	}
 	ds := &downstream{
 		conn: c, requestID: req.GetRequestId(), regionID: regionID, delegate: d,
 		rawStart: start, rawEnd: end, checkpoint: req.GetCheckpointTs(),
-		lockKeys: make(map[string]uint64), lockTS: make(map[uint64]int),
+		coversRegion:    newDelegate && covers(oStart, oEnd, rStart, rEnd),
+		observedFromMin: len(oStart) == 0,
+		lockKeys:        make(map[string]uint64), lockTS: make(map[uint64]int),
 	}
 	ds.state.Store(stateInitializing)
 	rows, err := e.snapshot(b, ds)

@@ -91,10 +91,11 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 
 	// Decide each op's row before the write changes the lock store.
 	type planned struct {
-		op   *op
-		dss  []*downstream
-		row  *cdcpb.Event_Row
-		lock bool // commit of a tracked 2PC lock
+		op         *op
+		dss        []*downstream
+		row        *cdcpb.Event_Row
+		lock       bool // commit of a tracked 2PC lock
+		lockRecord bool // commit of a key only locked: no lock set holds it
 	}
 	plans := make([]planned, 0, len(b.ops))
 	old := newOldReader(be)
@@ -111,6 +112,25 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 			}
 		}
 		p := planned{op: o, dss: dss}
+		if o.kind == opCommit && o.lock.Op == uint8(kvrpcpb.Op_Lock) {
+			// TiKV builds a row for every write-CF put before it learns the
+			// record is a Lock and drops it, and sends the row it left
+			// behind: type UNKNOWN, empty key, zero timestamps (spec §2.5).
+			// Its range check of that empty key decides who gets it.
+			p.dss, p.lockRecord = p.dss[:0], true
+			if d != nil {
+				for _, ds := range d.downs {
+					if ds.takesLockRows() {
+						p.dss = append(p.dss, ds)
+					}
+				}
+			}
+			if len(p.dss) > 0 {
+				p.row = &cdcpb.Event_Row{}
+			}
+			plans = append(plans, p)
+			continue
+		}
 		switch o.kind {
 		case opPrewrite:
 			if !rowLock(o.lock.Op) {
@@ -166,10 +186,11 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 	rows := make(map[*downstream][]*cdcpb.Event_Row)
 	for _, p := range plans {
 		for _, ds := range p.dss {
-			switch p.op.kind {
-			case opPrewrite:
+			switch {
+			case p.lockRecord:
+			case p.op.kind == opPrewrite:
 				ds.addLock(p.row.Key, b.startTS)
-			case opCommit, opRollback:
+			case p.op.kind == opCommit, p.op.kind == opRollback:
 				ds.removeLock(p.op.key, b.startTS)
 			}
 			if p.row == nil {
@@ -187,19 +208,26 @@ func (w *writer) Write(wb mvcc.WriteBatch) error {
 	return nil
 }
 
-// sendRealtime queues rows of one applied command for ds; an exhausted sink
-// quota deregisters it with `congested` (TiKV ≥ 8.x). applyMu held.
+// sendRealtime queues the rows of one applied command for ds as one Event:
+// TiKV does not size-split realtime rows (only scan output), so a large
+// command makes one Event of several MiB (spec §1.5). An exhausted sink quota
+// deregisters ds with `congested` (TiKV ≥ 8.x). applyMu held.
 func (e *Emulator) sendRealtime(ds *downstream, rows []*cdcpb.Event_Row) {
 	if ds.state.Load() == stateStopped {
 		return
 	}
-	for len(rows) > 0 {
-		ev, n := packRows(ds, rows, len(rows))
-		rows = rows[n:]
-		if !ds.conn.enqueue(item{ev: ev, size: int64(ev.Size())}) {
-			e.stats.Errors.Add(1)
-			e.stopDownstream(ds, &cdcpb.Error{Congested: &cdcpb.Congested{RegionId: ds.regionID}})
-			return
+	ev := &cdcpb.Event{
+		RegionId: ds.regionID, RequestId: ds.requestID,
+		Event: &cdcpb.Event_Entries_{Entries: &cdcpb.Event_Entries{Entries: rows}},
+	}
+	if !ds.conn.enqueue(item{ev: ev, size: int64(ev.Size())}) {
+		e.stats.Errors.Add(1)
+		e.stopDownstream(ds, &cdcpb.Error{Congested: &cdcpb.Congested{RegionId: ds.regionID}})
+		return
+	}
+	for _, r := range rows {
+		if r.Type == cdcpb.Event_UNKNOWN {
+			e.stats.UnknownRows.Add(1)
 		}
 	}
 }

@@ -72,6 +72,9 @@ func (a *Assembler) Row(r *cdcpb.Event_Row) (Change, bool, error) {
 // Rows feeds one row and returns the changes it completes: at most one,
 // except INITIALIZED, which settles every COMMIT still waiting.
 func (a *Assembler) Rows(r *cdcpb.Event_Row) ([]Change, error) {
+	if IsLockRecordRow(r) {
+		return nil, nil
+	}
 	lk := lockKey{key: string(r.Key), startTS: r.StartTs}
 	switch r.Type {
 	case cdcpb.Event_PREWRITE:

@@ -91,9 +91,11 @@ func TestAssembler(t *testing.T) {
 		{name: "unknown op",
 			rows:    []*cdcpb.Event_Row{badOp},
 			wantErr: "op_type UNKNOWN"},
-		{name: "unknown row type",
-			rows:    []*cdcpb.Event_Row{{Type: cdcpb.Event_UNKNOWN}},
+		{name: "unknown row type with fields set",
+			rows:    []*cdcpb.Event_Row{{Type: cdcpb.Event_UNKNOWN, Key: tk(1)}},
 			wantErr: "row of type UNKNOWN"},
+		{name: "lock-record rows are ignored",
+			rows: []*cdcpb.Event_Row{{}, initRow(), {}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,7 +44,10 @@ const (
 	// RuleBadOpType: a PREWRITE, COMMIT or COMMITTED row whose op_type is not
 	// PUT or DELETE.
 	RuleBadOpType = "bad-op-type"
-	// RuleBadLogType: a row of type UNKNOWN or outside the enum.
+	// RuleBadLogType: a row whose type is outside the enum, or of type
+	// UNKNOWN with any field set. TiKV sends one UNKNOWN shape only: the
+	// degenerate row of a committed Lock record (empty key, zero timestamps,
+	// op UNKNOWN, no values, spec §2.5), which clients ignore.
 	RuleBadLogType = "bad-log-type"
 	// RuleKeyOutOfRange: a row whose key, memcomparable-encoded, is outside the
 	// registered [start_key, end_key).
@@ -452,22 +455,35 @@ func (c *Checker) regionError(cs *connState, e *cdcpb.Event, perr *cdcpb.Error) 
 	// the running generation carries on. Those errors never end a running
 	// subscription, so they go to the newest possible duplicate (for
 	// duplicate_request) or the oldest generation not yet started.
+	//
+	// A register-time error with no such candidate answers a Register the
+	// checker did not see (a fault injection on the server side): it ends
+	// nothing, since TiKV never ends a running subscription with one (spec
+	// §2.10).
 	victim := 0
 	switch {
 	case perr.GetDuplicateRequest() != nil:
+		victim = -1
 		for i := len(ks.gens) - 1; i > 0; i-- {
 			if ks.gens[i].maybeDup {
 				victim = i
 				break
 			}
 		}
+		if victim < 0 && !ks.gens[0].started {
+			victim = 0
+		}
 	case registerOnlyError(perr):
+		victim = -1
 		for i, g := range ks.gens {
 			if !g.started {
 				victim = i
 				break
 			}
 		}
+	}
+	if victim < 0 {
+		return
 	}
 	ks.lastEndGen, ks.lastEnd = ks.gens[victim].n, kind
 	ks.gens = slices.Delete(ks.gens, victim, victim+1)
@@ -647,9 +663,22 @@ func (c *Checker) row(cs *connState, e *cdcpb.Event, g *gen, r *cdcpb.Event_Row)
 		if !g.initialized {
 			g.rolledBack[lk] = struct{}{}
 		}
+	case cdcpb.Event_UNKNOWN:
+		if !IsLockRecordRow(r) {
+			bad(RuleBadLogType, "UNKNOWN row with fields set (only the empty row of a committed Lock record is legal)")
+		}
 	default:
 		bad(RuleBadLogType, "row type %d", int32(r.Type))
 	}
+}
+
+// IsLockRecordRow reports whether r is the row TiKV sends for a committed
+// Lock record: type UNKNOWN and every other field empty (spec §2.5). Clients
+// ignore it.
+func IsLockRecordRow(r *cdcpb.Event_Row) bool {
+	return r.Type == cdcpb.Event_UNKNOWN && r.OpType == cdcpb.Event_Row_UNKNOWN &&
+		len(r.Key) == 0 && len(r.Value) == 0 && len(r.OldValue) == 0 &&
+		r.StartTs == 0 && r.CommitTs == 0 && r.TxnSource == 0 && r.Generation == 0 && r.ExpireTsUnixSecs == 0
 }
 
 func (c *Checker) checkCommon(g *gen, r *cdcpb.Event_Row, bad func(string, string, ...any)) {

@@ -227,7 +227,9 @@ var mutations = []mutation{
 		return editRow(m.ops, d, func(r *cdcpb.Event_Row) { r.OpType = cdcpb.Event_Row_UNKNOWN }), true
 	}},
 	{name: "row type UNKNOWN", rule: RuleBadLogType, apply: func(m *model, pick func(int) int) ([]step, bool) {
-		d, ok := choose(m.rowsWhere(func(delivery) bool { return true }), pick)
+		// Not INITIALIZED: with its fields all empty, as UNKNOWN it would be
+		// the legal row of a committed Lock record.
+		d, ok := choose(m.rowsWhere(func(d delivery) bool { return d.r.Type != cdcpb.Event_INITIALIZED }), pick)
 		if !ok {
 			return nil, false
 		}

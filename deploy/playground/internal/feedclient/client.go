@@ -100,6 +100,7 @@ type Client struct {
 	history    []ResolvedPoint
 	errs       map[string]int
 	reconnects int
+	lockRows   int
 	problems   []string
 	notify     chan struct{} // closed and replaced whenever resolved advances
 }
@@ -225,6 +226,14 @@ func (c *Client) Reconnects() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reconnects
+}
+
+// LockRecordRows counts the UNKNOWN rows of committed Lock records received
+// and ignored (spec §2.5).
+func (c *Client) LockRecordRows() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lockRows
 }
 
 // Problems lists protocol violations the client noticed while assembling

@@ -14,6 +14,7 @@ import (
 	"github.com/pingcap/kvproto/pkg/kvrpcpb"
 	"github.com/pingcap/kvproto/pkg/metapb"
 	"github.com/pingcap/tidb/pkg/util/codec"
+	"github.com/tidestream/tidestream/deploy/playground/checker"
 	"github.com/tikv/client-go/v2/kv"
 	"github.com/tikv/client-go/v2/tikv"
 	"google.golang.org/grpc"
@@ -460,6 +461,17 @@ func (r *runner) resolved(s *sub, ts uint64) {
 }
 
 func (r *runner) row(s *sub, row *cdcpb.Event_Row) {
+	if row.Type == cdcpb.Event_UNKNOWN {
+		// The row TiKV sends for a committed Lock record (spec §2.5, §3.5):
+		// ignored, with no range check; any other UNKNOWN row is a problem.
+		if !checker.IsLockRecordRow(row) {
+			r.c.problem("region %d: UNKNOWN row with fields set: %v", s.regionID, row)
+		}
+		r.c.mu.Lock()
+		r.c.lockRows++
+		r.c.mu.Unlock()
+		return
+	}
 	if row.Type != cdcpb.Event_INITIALIZED {
 		if k := codec.EncodeBytes(nil, row.Key); bytes.Compare(k, s.start) < 0 || cmpEnd(k, s.end) >= 0 {
 			r.c.problem("region %d: %v row of key %x outside the registered range", s.regionID, row.Type, row.Key)
