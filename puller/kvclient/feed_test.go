@@ -185,6 +185,15 @@ func TestFeedFaults(t *testing.T) {
 			faultOrFail(t, pg, "/fault/hold-resolved-ts", "seconds=3")
 			time.Sleep(3 * time.Second)
 		}},
+		// TiKV runs its resolved-ts rounds on without a TSO and re-reports
+		// every region's current value, 0 for one that never advanced
+		// (spec §2.8): the span resolved ts must neither move back (the
+		// recorder checks it never goes down) nor stall after.
+		{name: "tso-error", fault: func(t *testing.T, tb table) {
+			faultOrFail(t, pg, "/fault/tso-error", "seconds=5")
+			faultOrFail(t, pg, "/fault/split", fmt.Sprintf("table=%d&handle=30", tb.id)) // a new region reports 0 first
+			time.Sleep(5 * time.Second)
+		}},
 		{name: "register-errors", fault: func(t *testing.T, tb table) {
 			faultOrFail(t, pg, "/fault/region-error", "kind=server_is_busy&when=register&count=3&backoff_ms=100")
 			faultOrFail(t, pg, "/fault/region-error", "kind=region_not_found")
@@ -193,7 +202,9 @@ func TestFeedFaults(t *testing.T) {
 			faultOrFail(t, pg, "/fault/region-error", "kind=epoch_not_match")
 		}},
 	}
-	for _, kind := range []string{"not_leader", "region_not_found", "epoch_not_match", "server_is_busy", "congested"} {
+	// Region errors end a live subscription. server_is_busy is absent: TiKV
+	// sends it only in answer to a Register (the register-errors scenario).
+	for _, kind := range []string{"not_leader", "region_not_found", "epoch_not_match", "congested"} {
 		scenarios = append(scenarios, scenario{name: "region-error-" + kind, fault: func(t *testing.T, tb table) {
 			for range 3 {
 				faultOrFail(t, pg, "/fault/region-error", "kind="+kind)
@@ -208,6 +219,33 @@ func TestFeedFaults(t *testing.T) {
 		})
 	}
 	checkInvariants(t, pg)
+	// Through every re-registration above — region errors, splits, stream
+	// failures, register-time rejections — the client never sent a Register
+	// for a key still live on its stream (spec §2.10): TiKV would have
+	// answered duplicate_request and kept the old subscription.
+	st := emuStats(t, pg)
+	if st.DuplicateRegisters != 0 {
+		t.Fatalf("the client sent %d Registers for live keys", st.DuplicateRegisters)
+	}
+	t.Logf("%d registrations, none for a live key; %d resolved-ts rounds without a TSO", st.Registers, st.TSOErrors)
+}
+
+// emulatorStats are the playground's change-data counters (GET /cdc/stats).
+type emulatorStats struct {
+	Registers, UnknownRows, DuplicateRegisters, TSOErrors uint64
+}
+
+func emuStats(t *testing.T, pg interface{ StatusURL() string }) emulatorStats {
+	t.Helper()
+	body, err := httpGet(pg.StatusURL() + "/cdc/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st emulatorStats
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("stats %s: %v", body, err)
+	}
+	return st
 }
 
 // TestFeedFatalErrors: the errors that mean "retrying cannot help" end

@@ -427,6 +427,9 @@ func (s *subscription) rows(rs *regionState, rows []*cdcpb.Event_Row) error {
 		if rs.stopping || s.regions[rs.id] != rs {
 			return nil // the rest belongs to a registration being replaced
 		}
+		// Counted by type before the matcher sees it: the UNKNOWN rows TiKV
+		// sends for committed Lock records (spec §2.5) are dropped by the
+		// matcher and show only here.
 		s.rowCounts.add(row.GetType())
 		wasInit := rs.m.Initialized()
 		out, err := rs.m.AppendRow(s.out, row)
@@ -436,9 +439,10 @@ func (s *subscription) rows(rs *regionState, rows []*cdcpb.Event_Row) error {
 				// commit: re-registering cannot repair that.
 				return fmt.Errorf("%w: region %d: %w", ErrProtocol, rs.id, err)
 			}
-			// An unmatched COMMIT, an unknown op or row type: the region's
-			// stream state cannot be trusted, but a fresh scan from its
-			// checkpoint delivers every commit above it again.
+			// An unmatched COMMIT, an unknown op or a row type outside the
+			// enum: the region's stream state cannot be trusted, but a
+			// fresh scan from its checkpoint delivers every commit above it
+			// again.
 			s.log.Warn("bad row; region registers again", "region", rs.id, "err", err)
 			s.c.met.regionErrors.Add(context.Background(), 1, kindAttr("bad_row"))
 			s.restart(rs)

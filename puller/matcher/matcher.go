@@ -71,8 +71,8 @@ var (
 	// nor DELETE. Retryable at region level.
 	ErrUnknownOp = fmt.Errorf("%w: unknown op type", ErrProtocol)
 
-	// ErrUnknownRowType: a row whose log type is not one of PREWRITE,
-	// COMMIT, COMMITTED, ROLLBACK, INITIALIZED. Retryable at region level.
+	// ErrUnknownRowType: a row whose log type is outside the enum (UNKNOWN
+	// is ignored, see AppendRow). Retryable at region level.
 	ErrUnknownRowType = fmt.Errorf("%w: unknown row type", ErrProtocol)
 )
 
@@ -209,6 +209,14 @@ func (m *Matcher) AppendRow(dst []Event, r *cdcpb.Event_Row) ([]Event, error) {
 		return dst, nil
 	case cdcpb.Event_INITIALIZED:
 		return m.initialize(dst), nil
+	case cdcpb.Event_UNKNOWN:
+		// TiKV sends an empty row of this type for every committed Lock
+		// record (a key locked by SELECT … FOR UPDATE and not written) to
+		// downstreams covering the whole region (spec §2.5). It carries
+		// nothing, so it is ignored without any check: treating it as a
+		// protocol error re-registered the region — a full incremental scan
+		// per lock-only commit under TiDB's default pessimistic mode.
+		return dst, nil
 	default:
 		return dst, rowError(ErrUnknownRowType, r)
 	}

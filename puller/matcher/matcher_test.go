@@ -273,8 +273,20 @@ func TestMatcherTable(t *testing.T) {
 			steps: []step{
 				{row: cm("k", 10, 20, cdcpb.Event_Row_UNKNOWN, ""), wantErr: ErrUnknownOp},
 				{row: cd("k", 10, 20, cdcpb.Event_Row_UNKNOWN, "", ""), wantErr: ErrUnknownOp},
-				{row: &cdcpb.Event_Row{Type: cdcpb.Event_UNKNOWN}, wantErr: ErrUnknownRowType},
 				{row: &cdcpb.Event_Row{Type: 42}, wantErr: ErrUnknownRowType},
+			},
+		},
+		{
+			// TiKV's row for a committed Lock record (spec §2.5, §3.5):
+			// ignored before and after INITIALIZED, matching untouched.
+			name: "UNKNOWN rows of lock-only commits are ignored", checkpoint: 5,
+			steps: []step{
+				{row: pw("k", 10, put, "v", "")},
+				{row: &cdcpb.Event_Row{}},
+				{row: ini()},
+				{row: &cdcpb.Event_Row{}},
+				{row: cm("k", 10, 20, put, ""), want: []Event{ev("k", OpPut, "v", "", 10, 20)}},
+				{row: &cdcpb.Event_Row{Type: cdcpb.Event_UNKNOWN, Key: []byte("ignored-whatever-it-holds")}},
 			},
 		},
 		{

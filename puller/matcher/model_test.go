@@ -219,6 +219,11 @@ func genScenario(rng *rand.Rand) scenario {
 				emitRT(c)
 				expect(modelWrite{key: l.key, start: l.start, commit: t, op: l.op, value: l.value, old: l.old})
 			}
+			// Keys the transaction only locked commit as Lock records:
+			// TiKV's empty UNKNOWN row, which must change nothing.
+			for range rng.IntN(3) {
+				emitRT(&cdcpb.Event_Row{})
+			}
 			finish(tx)
 		case a < 75: // roll back a transaction, sometimes also a key it never locked
 			if len(open) == 0 {
@@ -244,6 +249,9 @@ func genScenario(rng *rand.Rand) scenario {
 				emitRT(&cdcpb.Event_Row{Type: cdcpb.Event_COMMITTED, Key: []byte(k), StartTs: w.start, CommitTs: w.commit,
 					OpType: w.op, Value: w.value, OldValue: w.old})
 				expect(w)
+			}
+			if rng.IntN(2) == 0 {
+				emitRT(&cdcpb.Event_Row{}) // a 1PC Lock record
 			}
 		case a < 95: // a resolved-ts round: min(TSO, oldest lock)
 			if !snapped {
