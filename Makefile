@@ -61,9 +61,10 @@ vet:
 unit: playground-build
 	PLAYGROUND_BIN=$(BIN)/playground go test -race -count=1 $(filter-out ./e2e/...,$(PKGS))
 
-# End-to-end: real processes (cdc, etcd) on loopback ports chosen at run time.
-e2e: build playground-build
-	CDC_BIN=$(BIN)/cdc PLAYGROUND_BIN=$(BIN)/playground go test -count=1 -timeout 20m ./e2e/...
+# End-to-end: real processes (cdc, etcd, the playground, go-tpc) on loopback
+# ports chosen at run time.
+e2e: build playground-build $(BIN)/go-tpc
+	CDC_BIN=$(BIN)/cdc PLAYGROUND_BIN=$(BIN)/playground GO_TPC=$(BIN)/go-tpc go test -count=1 -timeout 20m ./e2e/...
 
 test: deps proto-check vet playground-vet unit sorter-memory e2e playground-test
 

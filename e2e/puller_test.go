@@ -15,30 +15,39 @@ import (
 	"github.com/tikv/client-go/v2/util/codec"
 )
 
+// playground is a running deploy/playground.
+type playground struct {
+	sqlAddr    string // TiDB's MySQL protocol
+	statusAddr string // TiDB's status HTTP port, which also serves /cdc/ and /fault/
+	pdAddr     string
+	db         *sql.DB
+}
+
 // startPlayground runs deploy/playground (PLAYGROUND_BIN, which `make e2e`
 // builds) on ports picked now and waits until its SQL port answers.
-func startPlayground(t *testing.T) (pdAddr string, db *sql.DB) {
+func startPlayground(t *testing.T) *playground {
 	t.Helper()
 	bin := os.Getenv("PLAYGROUND_BIN")
 	if bin == "" {
 		t.Skip("PLAYGROUND_BIN is not set: `make e2e` builds deploy/playground and sets it")
 	}
-	sqlAddr, pd := harness.FreeAddr(t), harness.FreeAddr(t)
+	pg := &playground{sqlAddr: harness.FreeAddr(t), statusAddr: harness.FreeAddr(t), pdAddr: harness.FreeAddr(t)}
 	port := func(a string) string { return a[len("127.0.0.1:"):] }
 	p := harness.Start(t, "playground", bin, "--data-dir", t.TempDir(),
-		"--sql-port", port(sqlAddr), "--status-port", port(harness.FreeAddr(t)),
-		"--pd-port", port(pd), "--kv-port", port(harness.FreeAddr(t)),
+		"--sql-port", port(pg.sqlAddr), "--status-port", port(pg.statusAddr),
+		"--pd-port", port(pg.pdAddr), "--kv-port", port(harness.FreeAddr(t)),
 		"--resolved-ts-interval", "200ms", "--check-invariants")
-	db, err := sql.Open("mysql", "root@tcp("+sqlAddr+")/")
+	db, err := sql.Open("mysql", "root@tcp("+pg.sqlAddr+")/")
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
+	pg.db = db
 	harness.Eventually(t, 3*time.Minute, "playground SQL port", func() error {
 		if p.Exited() {
 			t.Fatalf("playground exited:\n%s", p.Log())
 		}
 		return db.Ping()
 	})
-	return pd, db
+	return pg
 }
 
 // currentTS reads a fresh TSO through TiDB (it is 0 outside a transaction).
@@ -70,8 +79,9 @@ func recordSpan(ctx context.Context, t *testing.T, db *sql.DB, schema, table str
 // TestPullerThroughCDCServer subscribes to `cdc server`'s PullerService as a
 // sorter would and receives rows written through TiDB.
 func TestPullerThroughCDCServer(t *testing.T) {
-	pd, db := startPlayground(t)
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pd)
+	pg := startPlayground(t)
+	db := pg.db
+	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

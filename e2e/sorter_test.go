@@ -23,8 +23,9 @@ import (
 // ts, start ts, key) order, never behind a resolved ts, and the resolved ts
 // passes the last commit.
 func TestSorterThroughCDCServer(t *testing.T) {
-	pd, db := startPlayground(t)
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pd)
+	pg := startPlayground(t)
+	db := pg.db
+	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
 	sorterAddr := srv.addr
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
