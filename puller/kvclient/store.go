@@ -546,15 +546,8 @@ func (w *worker) recv(ctx context.Context, stream changeDataStream) error {
 		if err != nil {
 			return err
 		}
-		if rts := ev.GetResolvedTs(); rts != nil {
-			id := rts.GetRequestId()
-			if w.key.v1 {
-				id = w.key.key
-			}
-			if !c.deliver(ctx, id, inbound{w: w, resolved: rts}) {
-				return ctx.Err()
-			}
-		}
+		// Events before the resolved ts: a resolved ts covers only rows
+		// queued before it (see subscription.handle).
 		evs := ev.GetEvents()
 		for i := 0; i < len(evs); {
 			j := i + 1
@@ -565,6 +558,15 @@ func (w *worker) recv(ctx context.Context, stream changeDataStream) error {
 				return ctx.Err()
 			}
 			i = j
+		}
+		if rts := ev.GetResolvedTs(); rts != nil {
+			id := rts.GetRequestId()
+			if w.key.v1 {
+				id = w.key.key
+			}
+			if !c.deliver(ctx, id, inbound{w: w, resolved: rts}) {
+				return ctx.Err()
+			}
 		}
 	}
 }

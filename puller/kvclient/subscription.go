@@ -352,14 +352,11 @@ func (s *subscription) current(w *worker, id uint64) *regionState {
 	return rs
 }
 
+// handle applies one message part: its rows first, then its resolved ts. TiKV
+// sends a resolved ts alone (spec §1.3), but were both in one message, the
+// rows were queued before the resolved-ts round that covers them; applying
+// the resolved ts first would turn them into commits below the resolved ts.
 func (s *subscription) handle(ctx context.Context, in inbound) error {
-	if rts := in.resolved; rts != nil {
-		for _, id := range rts.GetRegions() {
-			if rs := s.current(in.w, id); rs != nil {
-				s.resolvedTs(rs, rts.GetTs())
-			}
-		}
-	}
 	for _, ev := range in.events {
 		rs := s.current(in.w, ev.GetRegionId())
 		if rs == nil {
@@ -378,6 +375,13 @@ func (s *subscription) handle(ctx context.Context, in inbound) error {
 			// Per-region resolved ts of servers that think the client is
 			// older than 4.0.8.
 			s.resolvedTs(rs, e.ResolvedTs)
+		}
+	}
+	if rts := in.resolved; rts != nil {
+		for _, id := range rts.GetRegions() {
+			if rs := s.current(in.w, id); rs != nil {
+				s.resolvedTs(rs, rts.GetTs())
+			}
 		}
 	}
 	s.rowCounts.record(s.c.met)

@@ -10,8 +10,9 @@
 // lag grows.
 //
 // Epochs fence zombies: a Subscribe with a newer epoch for a pipeline ends the
-// stream of the older one, and an older epoch is refused with
-// FAILED_PRECONDITION.
+// stream of the older one, and an older epoch is refused. Request checks,
+// the epoch table, batch caps and what each failure means for the pipeline
+// come from the stream contract (proto/contract), shared by every stage.
 package service
 
 import (
@@ -20,8 +21,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/puller/kvclient"
 	"github.com/tidestream/tidestream/puller/matcher"
@@ -45,8 +48,10 @@ type Config struct {
 	// MemoryQuota bounds the event bytes held between the span pullers and
 	// the gRPC streams of all pipelines of this process.
 	MemoryQuota int64
-	// BatchBytes and BatchEvents cap one PullerBatch; FlushInterval bounds
-	// how long a partial batch waits.
+	// BatchBytes and BatchEvents make a PullerBatch go out early;
+	// FlushInterval bounds how long a partial batch waits. Whatever they
+	// say, no batch passes contract.MaxBatchBytes (bar one event larger
+	// than that, alone).
 	BatchBytes    int
 	BatchEvents   int
 	FlushInterval time.Duration
@@ -74,6 +79,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("puller service: MemoryQuota %d < 0", c.MemoryQuota)
 	case c.BatchBytes < 0 || c.BatchEvents < 0 || c.FlushInterval < 0:
 		return errors.New("puller service: batch limits must not be negative")
+	case c.BatchBytes > contract.MaxBatchBytes:
+		return fmt.Errorf("puller service: BatchBytes %d above the stream contract's %d", c.BatchBytes, contract.MaxBatchBytes)
 	}
 	return nil
 }
@@ -82,31 +89,22 @@ func (c Config) Validate() error {
 type Service struct {
 	tidestreamv1.UnimplementedPullerServiceServer
 
-	cfg   Config
-	log   *slog.Logger
-	quota *semaphore.Weighted
-
-	mu    sync.Mutex
-	pipes map[pipeKey]*active
+	cfg      Config
+	log      *slog.Logger
+	quota    *semaphore.Weighted
+	epochs   *contract.Registry
+	stopping atomic.Bool
 
 	blocked metric.Float64Counter
 	events  metric.Int64Counter
 	streams metric.Int64UpDownCounter
 }
 
-type pipeKey struct {
-	namespace, changefeed string
-	pipeline              int64
-}
+const stage = "puller"
 
-type active struct {
-	epoch  uint64
-	cancel context.CancelCauseFunc
-}
-
-// ErrSuperseded ends a stream whose pipeline was subscribed again with a newer
-// epoch.
-var ErrSuperseded = errors.New("puller service: superseded by a newer epoch")
+// ErrStopping ends the streams of a puller that is shutting down; the
+// subscriber retries in place, on this process's successor or another one.
+var ErrStopping = errors.New("puller service: shutting down")
 
 // New builds a Service.
 func New(cfg Config) (*Service, error) {
@@ -131,7 +129,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Meter == nil {
 		cfg.Meter = noop.NewMeterProvider().Meter("puller")
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, quota: semaphore.NewWeighted(cfg.MemoryQuota), pipes: make(map[pipeKey]*active)}
+	s := &Service{cfg: cfg, log: cfg.Logger, quota: semaphore.NewWeighted(cfg.MemoryQuota), epochs: contract.NewRegistry(0)}
 	var err error
 	if s.blocked, err = cfg.Meter.Float64Counter("tidestream.puller.blocked",
 		metric.WithUnit("s"), metric.WithDescription("time spent waiting for the memory quota or for the subscriber")); err != nil {
@@ -151,43 +149,41 @@ func New(cfg Config) (*Service, error) {
 // Register adds the service to a gRPC server.
 func (s *Service) Register(g *grpc.Server) { tidestreamv1.RegisterPullerServiceServer(g, s) }
 
-func validate(req *tidestreamv1.SubscribeRequest) error {
-	switch {
-	case req.GetChangefeedId() == "":
-		return errors.New("changefeed_id is required")
-	case req.GetEpoch() == 0:
-		return errors.New("epoch must be positive")
-	case len(req.GetSpans()) == 0:
-		return errors.New("spans: at least one span is required")
-	}
-	for i, sp := range req.GetSpans() {
-		if len(sp.GetEndKey()) != 0 && string(sp.GetStartKey()) >= string(sp.GetEndKey()) {
-			return fmt.Errorf("spans[%d]: start_key must be below end_key", i)
-		}
-	}
-	return nil
+// Stop ends every open stream with a transient status and refuses new ones,
+// so that a graceful server stop is not held by streams that would only end
+// when their subscribers go away. Safe to call more than once.
+func (s *Service) Stop() {
+	s.stopping.Store(true)
+	s.epochs.EndAll(ErrStopping)
 }
 
 // Subscribe streams the pipeline's events and resolved ts until the client
-// goes away, a newer epoch supersedes it, or a span fails.
+// goes away, a newer epoch supersedes it, the service stops, or a span fails.
 func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch]) error {
-	if err := validate(req); err != nil {
-		return status.Errorf(codes.InvalidArgument, "puller: %v", err)
+	if err := contract.Validate(stage, req); err != nil {
+		return err
+	}
+	if s.stopping.Load() {
+		return contract.Status(contract.Transient, codes.Unavailable, "%v", ErrStopping)
 	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	key := pipeKey{req.GetNamespace(), req.GetChangefeedId(), req.GetPipelineId()}
-	if err := s.claim(key, req.GetEpoch(), cancel); err != nil {
+	key := contract.PipelineKey{Namespace: req.GetNamespace(), Changefeed: req.GetChangefeedId(), Pipeline: req.GetPipelineId()}
+	claim, err := s.epochs.Claim(stage, key, req.GetEpoch(), cancel)
+	if err != nil {
 		return err
 	}
-	defer s.release(key, req.GetEpoch())
+	defer claim.Release()
+	if s.stopping.Load() { // Stop ran between the check above and the claim
+		return contract.Status(contract.Transient, codes.Unavailable, "%v", ErrStopping)
+	}
 	if s.cfg.GCSafePoint != nil {
 		sp, err := s.cfg.GCSafePoint(ctx)
 		if err != nil {
-			return status.Errorf(codes.Unavailable, "puller: read GC safepoint: %v", err)
+			return contract.Status(contract.Transient, codes.Unavailable, "puller: read GC safepoint: %v", err)
 		}
 		if req.GetFromTs() < sp {
-			return status.Errorf(codes.OutOfRange, "puller: from_ts %d is below the GC safepoint %d: the history is gone", req.GetFromTs(), sp)
+			return contract.Status(contract.Fatal, codes.OutOfRange, "puller: from_ts %d is below the GC safepoint %d: the history is gone", req.GetFromTs(), sp)
 		}
 	}
 	s.streams.Add(ctx, 1)
@@ -202,9 +198,12 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 			return s.cfg.Puller.Subscribe(gctx, kvclient.Span{Start: sp.GetStartKey(), End: sp.GetEndKey()}, req.GetFromTs(), sink)
 		})
 	}
-	err := g.Wait()
-	if cause := context.Cause(ctx); errors.Is(cause, ErrSuperseded) {
-		return status.Errorf(codes.FailedPrecondition, "puller: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
+	err = g.Wait()
+	if fenced := contract.EndedBy(stage, key, req.GetEpoch(), context.Cause(ctx)); fenced != nil {
+		return fenced
+	}
+	if errors.Is(context.Cause(ctx), ErrStopping) {
+		return contract.Status(contract.Transient, codes.Unavailable, "%v", ErrStopping)
 	}
 	if stream.Context().Err() != nil {
 		return nil // the subscriber went away
@@ -212,43 +211,27 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 	return toStatus(err)
 }
 
-func (s *Service) claim(key pipeKey, epoch uint64, cancel context.CancelCauseFunc) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.pipes[key]; ok {
-		if epoch < cur.epoch {
-			return status.Errorf(codes.FailedPrecondition, "puller: pipeline %d: epoch %d is older than the current %d", key.pipeline, epoch, cur.epoch)
-		}
-		cur.cancel(ErrSuperseded)
-	}
-	s.pipes[key] = &active{epoch: epoch, cancel: cancel}
-	return nil
-}
-
-func (s *Service) release(key pipeKey, epoch uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.pipes[key]; ok && cur.epoch == epoch {
-		delete(s.pipes, key)
-	}
-}
-
-// toStatus maps a span failure to the stream status: fatal puller errors are
-// terminal for the pipeline (the coordinator restarts it), the rest are
-// UNAVAILABLE so the subscriber retries with the same from_ts.
+// toStatus tells the subscriber what a span failure means (the contract's
+// outcomes). A protocol violation (a commit at or below a resolved ts already
+// sent) means rows below the subscriber's resolved ts may be missing, so the
+// pipeline must restart from its checkpoint: retried in place from its
+// resolved ts, it would never ask for them again. Other failures leave the
+// resolved-ts promise intact, so retrying in place loses nothing.
 func toStatus(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, kvclient.ErrFatal):
-		return status.Errorf(codes.FailedPrecondition, "puller: %v", err)
+		return contract.Status(contract.Fatal, codes.FailedPrecondition, "puller: %v", err)
+	case errors.Is(err, kvclient.ErrProtocol):
+		return contract.Status(contract.Restart, codes.Aborted, "puller: %v", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.Canceled, "puller: %v", err)
+		return contract.Status(contract.Transient, codes.Canceled, "puller: %v", err)
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Errorf(codes.Unavailable, "puller: %v", err)
+	return contract.Status(contract.Transient, codes.Unavailable, "puller: %v", err)
 }
 
 // spanSink adapts one span's puller output to the pipeline's batcher.
@@ -264,6 +247,11 @@ func (k *spanSink) Resolved(ctx context.Context, ts uint64) error {
 
 // batcher turns the spans' callbacks into PullerBatch messages on one stream.
 // Events are charged to the process quota when added and released once sent.
+//
+// A batch never passes contract.MaxBatchBytes: while Send blocks, the next
+// batch fills up to the cap and then add waits for the flusher to take it.
+// Without the cap a slow subscriber let one batch grow to the whole quota and
+// go out as one message the subscriber refuses (RESOURCE_EXHAUSTED), forever.
 type batcher struct {
 	s      *Service
 	stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch]
@@ -274,12 +262,13 @@ type batcher struct {
 	spanTs   []uint64
 	sentTs   uint64 // resolved ts last sent
 	kick     chan struct{}
-	inflight int64 // quota charged for the events in batch
+	taken    chan struct{} // closed when the flusher takes the open batch
+	inflight int64         // quota charged for the events in batch
 }
 
 func newBatcher(s *Service, stream grpc.ServerStreamingServer[tidestreamv1.PullerBatch], spans int, from uint64) *batcher {
 	b := &batcher{s: s, stream: stream, spanTs: make([]uint64, spans), sentTs: from,
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), taken: make(chan struct{})}
 	for i := range b.spanTs {
 		b.spanTs[i] = from
 	}
@@ -290,38 +279,67 @@ func eventBytes(e *matcher.Event) int64 {
 	return int64(len(e.Key) + len(e.Value) + len(e.OldValue) + 48)
 }
 
+func (b *batcher) poke() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// add appends evs to the open batch, as many at a time as fit under the cap,
+// waiting for the flusher whenever the batch is full.
 func (b *batcher) add(ctx context.Context, evs []matcher.Event) error {
-	var n int64
-	for i := range evs {
-		n += eventBytes(&evs[i])
-	}
-	// A batch bigger than the whole quota would wait forever; let it through
-	// alone (it is bounded by the region's event framing).
-	w := min(n, b.s.cfg.MemoryQuota)
-	began := time.Now()
-	if err := b.s.quota.Acquire(ctx, w); err != nil {
-		return err
-	}
-	if d := time.Since(began); d > time.Millisecond {
-		b.s.blocked.Add(ctx, d.Seconds())
-	}
-	b.mu.Lock()
-	for i := range evs {
-		e := &evs[i]
-		b.batch = append(b.batch, &tidestreamv1.RawKVEvent{
-			Key: e.Key, Value: e.Value, OldValue: e.OldValue, Op: opOf(e.Op),
-			StartTs: e.StartTs, CommitTs: e.CommitTs,
-		})
-	}
-	b.bytes += n
-	b.inflight += w
-	full := len(b.batch) >= b.s.cfg.BatchEvents || b.bytes >= int64(b.s.cfg.BatchBytes)
-	b.mu.Unlock()
-	if full {
-		select {
-		case b.kick <- struct{}{}:
-		default:
+	for len(evs) > 0 {
+		b.mu.Lock()
+		open, taken := b.bytes, b.taken
+		b.mu.Unlock()
+		n, size := 0, int64(0)
+		for n < len(evs) && contract.Fits(int(open+size), int(eventBytes(&evs[n]))) {
+			size += eventBytes(&evs[n])
+			n++
 		}
+		if n == 0 {
+			b.poke()
+			select {
+			case <-taken:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		// A chunk bigger than the whole quota would wait forever; let it
+		// through alone (it is one event over the cap, or a quota set
+		// below the cap).
+		w := min(size, b.s.cfg.MemoryQuota)
+		began := time.Now()
+		if err := b.s.quota.Acquire(ctx, w); err != nil {
+			return err
+		}
+		if d := time.Since(began); d > time.Millisecond {
+			b.s.blocked.Add(ctx, d.Seconds())
+		}
+		b.mu.Lock()
+		if b.bytes != open && !contract.Fits(int(b.bytes), int(size)) {
+			// Another span filled the batch meanwhile: measure again.
+			b.mu.Unlock()
+			b.s.quota.Release(w)
+			continue
+		}
+		for i := range evs[:n] {
+			e := &evs[i]
+			b.batch = append(b.batch, &tidestreamv1.RawKVEvent{
+				Key: e.Key, Value: e.Value, OldValue: e.OldValue, Op: opOf(e.Op),
+				StartTs: e.StartTs, CommitTs: e.CommitTs,
+			})
+		}
+		b.bytes += size
+		b.inflight += w
+		full := len(b.batch) >= b.s.cfg.BatchEvents || b.bytes >= int64(b.s.cfg.BatchBytes)
+		b.mu.Unlock()
+		if full {
+			b.poke()
+		}
+		evs = evs[n:]
 	}
 	return nil
 }
@@ -342,10 +360,7 @@ func (b *batcher) resolved(ctx context.Context, idx int, ts uint64) error {
 		b.spanTs[idx] = ts
 	}
 	b.mu.Unlock()
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.poke()
 	return nil
 }
 
@@ -377,6 +392,10 @@ func (b *batcher) flush(ctx context.Context) error {
 		msg.ResolvedTs = minTs
 	}
 	charged := b.inflight
+	if len(b.batch) > 0 {
+		close(b.taken)
+		b.taken = make(chan struct{})
+	}
 	b.batch, b.bytes, b.inflight = nil, 0, 0
 	b.mu.Unlock()
 	if len(msg.Events) == 0 && msg.ResolvedTs == 0 {

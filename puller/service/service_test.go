@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/puller/kvclient"
 	"github.com/tidestream/tidestream/puller/matcher"
@@ -55,13 +56,20 @@ func startService(t *testing.T, cfg Config) tidestreamv1.PullerServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serve(t, svc)
+}
+
+// serve runs svc on an in-memory listener and returns a client of it.
+func serve(t *testing.T, svc *Service) tidestreamv1.PullerServiceClient {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer()
 	svc.Register(g)
 	go func() { _ = g.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
+	// The subscriber dials as stages dial each other.
+	cc, err := grpc.NewClient("passthrough:///bufnet", append(contract.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

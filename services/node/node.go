@@ -152,18 +152,19 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	embedded *etcdembed.Server
-	etcd     *clientv3.Client
-	tel      *telemetry.Telemetry
-	checker  *health.Checker
-	grpcSrv  *server.GRPCServer
-	httpSrv  *server.HTTPServer
-	coord    *coordinator.Coordinator
-	puller   *lazyPuller
-	sorter   *sorter.Service
-	sorterDB *engine.Engine
-	addr     net.Addr
-	status   net.Addr
+	embedded  *etcdembed.Server
+	etcd      *clientv3.Client
+	tel       *telemetry.Telemetry
+	checker   *health.Checker
+	grpcSrv   *server.GRPCServer
+	httpSrv   *server.HTTPServer
+	coord     *coordinator.Coordinator
+	puller    *lazyPuller
+	pullerSvc *service.Service
+	sorter    *sorter.Service
+	sorterDB  *engine.Engine
+	addr      net.Addr
+	status    net.Addr
 }
 
 // Start brings up etcd, binds both listeners and builds the roles; it
@@ -247,14 +248,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	n.coord.RegisterServices(n.grpcSrv.Server())
 	if slices.Contains(cfg.Roles, RolePuller) {
 		n.puller = &lazyPuller{addrs: cfg.PD, log: logging.Component(log, "puller"), meter: n.tel.MeterProvider.Meter("tidestream/puller")}
-		svc, err := service.New(service.Config{
+		if n.pullerSvc, err = service.New(service.Config{
 			Puller: n.puller, MemoryQuota: cfg.PullerMemoryQuota, GCSafePoint: n.puller.GCSafePoint,
 			Logger: logging.Component(log, "puller"), Meter: n.tel.MeterProvider.Meter("tidestream/puller"),
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, err
 		}
-		svc.Register(n.grpcSrv.Server())
+		n.pullerSvc.Register(n.grpcSrv.Server())
 	}
 	if slices.Contains(cfg.Roles, RoleSorter) {
 		// The sorter's puller is this process's own PullerService until the
@@ -317,6 +317,11 @@ func (n *Node) Run(ctx context.Context) error {
 		// First thing on stop: stop being advertised, so load balancers
 		// and clients move away before anything closes.
 		n.checker.Drain()
+		// Then end the stage streams: they end only when their stage says
+		// so, and the graceful stop running beside this would otherwise
+		// wait for them until its drain deadline. Subscribers get a
+		// transient status and retry elsewhere.
+		n.stopStages()
 		return nil
 	})
 	if n.embedded != nil {
@@ -336,9 +341,21 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
+// stopStages ends every open stage stream; both calls are idempotent, and
+// Close makes them again for a Node that never ran.
+func (n *Node) stopStages() {
+	if n.sorter != nil {
+		n.sorter.Close()
+	}
+	if n.pullerSvc != nil {
+		n.pullerSvc.Stop()
+	}
+}
+
 // Close releases the etcd client, telemetry and embedded etcd, in the
 // reverse order of Start. Safe to call more than once.
 func (n *Node) Close() {
+	n.stopStages()
 	if n.sorter != nil {
 		n.sorter.Close()
 		n.sorter = nil

@@ -18,7 +18,7 @@ import (
 // growing gauge rather than as missing samples.
 type metrics struct {
 	eventsIn, eventsOut metric.Int64Counter
-	dropped             metric.Int64Counter
+	violations          metric.Int64Counter
 	retries             metric.Int64Counter
 	blocked             metric.Float64Counter
 	reg                 metric.Registration
@@ -38,8 +38,8 @@ func (m *metrics) init(s *Service) error {
 	m.eventsOut, e = meter.Int64Counter("tidestream.sorter.events.out",
 		metric.WithDescription("events sent to encoders in commit-ts order"))
 	err = errors.Join(err, e)
-	m.dropped, e = meter.Int64Counter("tidestream.sorter.events.replayed",
-		metric.WithDescription("events at or below the resolved ts received again after an upstream retry, not rewritten"))
+	m.violations, e = meter.Int64Counter("tidestream.sorter.upstream.violations",
+		metric.WithDescription("events the puller sent at or below a resolved ts it had already sent; each restarts the pipeline"))
 	err = errors.Join(err, e)
 	m.retries, e = meter.Int64Counter("tidestream.sorter.upstream.retries",
 		metric.WithDescription("re-subscriptions to the puller after a transient failure"))

@@ -19,12 +19,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/sorter/engine"
 	"go.opentelemetry.io/otel/metric"
@@ -116,6 +116,8 @@ type Service struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // upstream goroutines
 
+	closeOnce sync.Once
+
 	mu     sync.Mutex
 	pipes  map[engine.PipelineID]*pipeState
 	closed bool
@@ -154,10 +156,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if s.up == nil {
-		conn, err := grpc.NewClient(cfg.PullerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// A 200k-row transaction arrives in batches of about 1 MiB, but
-			// let a puller configured with larger batches through.
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		// Keepalive and message sizes as every stage dials another: a
+		// batch the puller may build is never refused here.
+		conn, err := grpc.NewClient(cfg.PullerAddr, append(contract.DialOptions(),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			s.m.close()
 			return nil, fmt.Errorf("sorter service: dial puller %s: %w", cfg.PullerAddr, err)
@@ -171,9 +173,11 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Register(g *grpc.Server) { tidestreamv1.RegisterSorterServiceServer(g, s) }
 
 // Close stops every pipeline's upstream, ends open streams with UNAVAILABLE
-// and closes the puller connection. Pipeline data stays in the engine (the
+// and closes the puller connection. Safe to call more than once. Pipeline data stays in the engine (the
 // caller closes it); the next process rebuilds from the encoder's from_ts.
-func (s *Service) Close() {
+func (s *Service) Close() { s.closeOnce.Do(s.close) }
+
+func (s *Service) close() {
 	s.mu.Lock()
 	s.closed = true
 	for _, st := range s.pipes {
@@ -262,24 +266,13 @@ func pipelineID(ns, cf string, p int64) engine.PipelineID {
 	return engine.PipelineID{Namespace: ns, Changefeed: cf, Pipeline: p}
 }
 
-func validate(req *tidestreamv1.SubscribeRequest) error {
-	switch {
-	case req.GetChangefeedId() == "":
-		return errors.New("changefeed_id is required")
-	case req.GetEpoch() == 0:
-		return errors.New("epoch must be positive")
-	case len(req.GetSpans()) == 0:
-		return errors.New("spans: at least one span is required (they are forwarded to the puller)")
-	}
-	return nil
-}
-
 // Subscribe streams the pipeline's events in order up to its resolved ts
 // until the encoder goes away, a newer epoch or subscriber replaces it, or
 // the upstream fails for good.
 func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
-	if err := validate(req); err != nil {
-		return status.Errorf(codes.InvalidArgument, "sorter: %v", err)
+	// The spans are required too: they are forwarded to the puller.
+	if err := contract.Validate("sorter", req); err != nil {
+		return err
 	}
 	ctx, stop := context.WithCancelCause(stream.Context())
 	defer stop(nil)
@@ -292,10 +285,10 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 	switch cause := context.Cause(ctx); {
 	case err == nil:
 		return nil
-	case errors.Is(cause, ErrSuperseded):
-		return status.Errorf(codes.FailedPrecondition, "sorter: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
-	case errors.Is(cause, ErrReplaced):
-		return status.Errorf(codes.Aborted, "sorter: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
+	case errors.Is(cause, ErrSuperseded), errors.Is(cause, ErrReplaced):
+		// The stream's owner was superseded or replaced: it must stop, not
+		// retry (it used to get ABORTED, which reads as a restart).
+		return contract.Status(contract.Fenced, codes.FailedPrecondition, "sorter: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
 	case stream.Context().Err() != nil:
 		return nil // the encoder went away
 	}
@@ -310,12 +303,12 @@ func (s *Service) attach(req *tidestreamv1.SubscribeRequest, stop context.Cancel
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, 0, status.Error(codes.Unavailable, ErrClosed.Error())
+		return nil, 0, contract.Status(contract.Transient, codes.Unavailable, "%v", ErrClosed)
 	}
 	st := s.pipes[id]
 	switch {
 	case st != nil && epoch < st.epoch:
-		return nil, 0, status.Errorf(codes.FailedPrecondition, "sorter: pipeline %d: epoch %d is older than the current %d", id.Pipeline, epoch, st.epoch)
+		return nil, 0, contract.Status(contract.Fenced, codes.FailedPrecondition, "sorter: pipeline %d: epoch %d is older than the current %d", id.Pipeline, epoch, st.epoch)
 	case st != nil && epoch > st.epoch:
 		s.stopLocked(st, ErrSuperseded)
 		st = nil
@@ -326,7 +319,7 @@ func (s *Service) attach(req *tidestreamv1.SubscribeRequest, stop context.Cancel
 	} else if req.GetFromTs() < st.lowTs() && st.pipe != nil {
 		// Same epoch, but the encoder asks for history it already acked and
 		// we deleted: only a restart with a new epoch can rebuild it.
-		return nil, 0, status.Errorf(codes.OutOfRange, "sorter: pipeline %d epoch %d: from_ts %d is below the acknowledged %d", id.Pipeline, epoch, req.GetFromTs(), st.lowTs())
+		return nil, 0, contract.Status(contract.Restart, codes.OutOfRange, "sorter: pipeline %d epoch %d: from_ts %d is below the acknowledged %d", id.Pipeline, epoch, req.GetFromTs(), st.lowTs())
 	}
 	if st.pipe == nil {
 		// A new pipeline, or one dropped for idleness: (re)build it from the
@@ -334,9 +327,9 @@ func (s *Service) attach(req *tidestreamv1.SubscribeRequest, stop context.Cancel
 		p, err := s.cfg.Engine.Pipeline(id, epoch)
 		if err != nil {
 			if errors.Is(err, engine.ErrStaleEpoch) {
-				return nil, 0, status.Errorf(codes.FailedPrecondition, "sorter: pipeline %d: %v", id.Pipeline, err)
+				return nil, 0, contract.Status(contract.Fenced, codes.FailedPrecondition, "sorter: pipeline %d: %v", id.Pipeline, err)
 			}
-			return nil, 0, status.Errorf(codes.Internal, "sorter: open pipeline %d epoch %d: %v", id.Pipeline, epoch, err)
+			return nil, 0, contract.Status(contract.Restart, codes.Internal, "sorter: open pipeline %d epoch %d: %v", id.Pipeline, epoch, err)
 		}
 		st.pipe = p
 		st.lowMu.Lock()
@@ -445,7 +438,7 @@ func (s *Service) pull(ctx context.Context, st *pipeState, pipe *engine.Pipeline
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if !transient(err) {
+		if contract.Classify(err) != contract.Transient {
 			return err
 		}
 		if progressed {
@@ -472,31 +465,33 @@ func (s *Service) pullOnce(ctx context.Context, st *pipeState, pipe *engine.Pipe
 	}
 	stream, err := s.up.Subscribe(ctx, req)
 	if err != nil {
-		return false, err
+		return false, upstreamError{err}
 	}
 	for {
 		b, err := stream.Recv()
 		if err != nil {
-			return progressed, err
+			return progressed, upstreamError{err}
 		}
 		evs := b.GetEvents()
 		if len(evs) > 0 {
-			// An event at or below the resolved ts was already complete in
-			// the engine (the puller's resolved-ts promise), so it can only
-			// be a replay after a retry; writing it would put it behind
-			// what the encoder already read.
+			// The puller promised every event at or below a resolved ts it
+			// sent came before it, and a retry asks from that resolved ts,
+			// so such an event is a broken promise upstream: the encoder
+			// may already have read past it. Dropping it (as this once did,
+			// counting it only) loses it; the pipeline restarts from its
+			// checkpoint instead.
 			resolved := pipe.Resolved()
-			evs, dropped := dropResolved(evs, resolved)
-			if dropped > 0 {
-				s.m.dropped.Add(ctx, int64(dropped))
+			if bad := firstResolved(evs, resolved); bad != nil {
+				s.m.violations.Add(ctx, 1)
+				return progressed, contract.Status(contract.Restart, codes.DataLoss,
+					"sorter: pipeline %d epoch %d: the puller sent an event committed at %d (key %x) after resolved ts %d",
+					st.id.Pipeline, st.epoch, bad.GetCommitTs(), bad.GetKey(), resolved)
 			}
-			if len(evs) > 0 {
-				if err := pipe.Write(evs); err != nil {
-					return progressed, fmt.Errorf("sorter service: write pipeline %d: %w", st.id.Pipeline, err)
-				}
-				s.m.eventsIn.Add(ctx, int64(len(evs)))
-				progressed = true
+			if err := pipe.Write(evs); err != nil {
+				return progressed, fmt.Errorf("sorter service: write pipeline %d: %w", st.id.Pipeline, err)
 			}
+			s.m.eventsIn.Add(ctx, int64(len(evs)))
+			progressed = true
 		}
 		if ts := b.GetResolvedTs(); ts > pipe.Resolved() {
 			pipe.Resolve(ts)
@@ -506,47 +501,14 @@ func (s *Service) pullOnce(ctx context.Context, st *pipeState, pipe *engine.Pipe
 	}
 }
 
-func dropResolved(evs []*tidestreamv1.RawKVEvent, resolved uint64) ([]*tidestreamv1.RawKVEvent, int) {
-	keep := -1
-	for i, e := range evs {
+// firstResolved returns the first event committed at or below resolved.
+func firstResolved(evs []*tidestreamv1.RawKVEvent, resolved uint64) *tidestreamv1.RawKVEvent {
+	for _, e := range evs {
 		if e.GetCommitTs() <= resolved {
-			keep = i
-			break
+			return e
 		}
 	}
-	if keep < 0 {
-		return evs, 0
-	}
-	out := append([]*tidestreamv1.RawKVEvent(nil), evs[:keep]...)
-	for _, e := range evs[keep:] {
-		if e.GetCommitTs() > resolved {
-			out = append(out, e)
-		}
-	}
-	return out, len(evs) - len(out)
-}
-
-// transient reports whether an upstream failure is worth re-subscribing
-// for. Subscribe is idempotent given from_ts, so UNAVAILABLE (the puller or
-// its TiKV connection is down) is retried, and so is a stream that simply
-// ended. A refusal (FAILED_PRECONDITION: fenced or fatal puller error,
-// OUT_OF_RANGE: below the GC safepoint, INVALID_ARGUMENT) is the
-// coordinator's to handle with a new epoch, as are engine errors.
-func transient(err error) bool {
-	if errors.Is(err, io.EOF) {
-		return true
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	switch st.Code() {
-	case codes.Unavailable, codes.Canceled, codes.Aborted, codes.DeadlineExceeded:
-		// CANCELED/DEADLINE_EXCEEDED from the server side: the puller shut a
-		// span down (drain, restart); ours are filtered out by the caller.
-		return true
-	}
-	return false
+	return nil
 }
 
 // serve is the downstream loop: read (after, resolved] from the engine in
@@ -586,10 +548,10 @@ func (s *Service) serve(ctx context.Context, st *pipeState, from uint64, stream 
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			case <-s.ctx.Done():
-				return status.Error(codes.Unavailable, ErrClosed.Error())
+				return contract.Status(contract.Transient, codes.Unavailable, "%v", ErrClosed)
 			case <-run.done:
 				if run.err == nil || errors.Is(run.err, ErrReplaced) {
-					return status.Error(codes.Unavailable, "sorter: upstream stopped")
+					return contract.Status(contract.Transient, codes.Unavailable, "sorter: upstream stopped")
 				}
 				return run.err
 			case <-wake:
@@ -665,22 +627,35 @@ func (s *Service) Ack(ctx context.Context, p *tidestreamv1.PipelineProgress) (*t
 	return &tidestreamv1.AckResponse{}, nil
 }
 
-// toStatus maps an error to the stream status: upstream statuses pass
-// through (a refusal by the puller is a refusal of this pipeline), a stale
-// engine epoch is FAILED_PRECONDITION, the rest INTERNAL.
+// upstreamError marks a failure of the puller stream, so that toStatus
+// relays it as the upstream's (its outcome, its code) and tells it apart
+// from the sorter's own statuses.
+type upstreamError struct{ err error }
+
+func (e upstreamError) Error() string { return e.err.Error() }
+func (e upstreamError) Unwrap() error { return e.err }
+
+// toStatus maps an error to the stream status, with the contract's outcome:
+// an upstream failure is relayed with its own outcome (a refusal by the
+// puller is a refusal of this pipeline), a stale engine epoch is fenced, a
+// closing or idle sorter is transient, and any other local failure (the
+// engine) restarts the pipeline.
 func toStatus(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, engine.ErrStaleEpoch), errors.Is(err, ErrSuperseded):
-		return status.Errorf(codes.FailedPrecondition, "sorter: %v", err)
+	case errors.Is(err, engine.ErrStaleEpoch), errors.Is(err, ErrSuperseded), errors.Is(err, ErrReplaced):
+		return contract.Status(contract.Fenced, codes.FailedPrecondition, "sorter: %v", err)
 	case errors.Is(err, ErrClosed), errors.Is(err, errIdle), errors.Is(err, engine.ErrClosed):
-		return status.Errorf(codes.Unavailable, "sorter: %v", err)
+		return contract.Status(contract.Transient, codes.Unavailable, "sorter: %v", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.Canceled, "sorter: %v", err)
+		return contract.Status(contract.Transient, codes.Canceled, "sorter: %v", err)
 	}
-	if st, ok := status.FromError(err); ok {
-		return status.Errorf(st.Code(), "sorter: upstream: %s", st.Message())
+	if ue := (upstreamError{}); errors.As(err, &ue) {
+		return contract.Relay("sorter", ue.err)
 	}
-	return status.Errorf(codes.Internal, "sorter: %v", err)
+	if _, ok := status.FromError(err); ok {
+		return err // the sorter's own status
+	}
+	return contract.Status(contract.Restart, codes.Internal, "sorter: %v", err)
 }

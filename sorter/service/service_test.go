@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/sorter/engine"
 	"go.uber.org/goleak"
@@ -598,20 +599,65 @@ func TestHugeCommitTsIsStreamedInPieces(t *testing.T) {
 	require.Greater(t, batches, 10)
 }
 
-func TestDropResolved(t *testing.T) {
-	ev := func(ts uint64) *tidestreamv1.RawKVEvent { return &tidestreamv1.RawKVEvent{CommitTs: ts} }
-	ts := func(evs []*tidestreamv1.RawKVEvent) []uint64 {
-		var out []uint64
-		for _, e := range evs {
-			out = append(out, e.CommitTs)
+// An upstream that reports a lost promise (RESTART) is not retried in place
+// from the sorter's resolved ts, which may be above the rows it lost: the
+// stream ends with the same outcome, for the pipeline to restart from its
+// checkpoint (issue 10, defect 1 as the sorter sees it: ABORTED used to be
+// retried in place).
+func TestUpstreamRestartIsNotRetriedInPlace(t *testing.T) {
+	fp := &fakePuller{gen: func(ctx context.Context, n int, req *tidestreamv1.SubscribeRequest, send func(*tidestreamv1.PullerBatch) error) error {
+		if err := send(&tidestreamv1.PullerBatch{ResolvedTs: req.FromTs + 100}); err != nil {
+			return err
 		}
-		return out
+		return contract.Status(contract.Restart, codes.Aborted, "puller: commit ts not above the region's resolved ts")
+	}}
+	rg := newRig(t, fp, 16<<20, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := rg.client.Subscribe(ctx, subReq(1, 1, 100))
+	require.NoError(t, err)
+	for {
+		_, err = st.Recv()
+		if err != nil {
+			break
+		}
 	}
-	in := []*tidestreamv1.RawKVEvent{ev(11), ev(12)}
-	out, n := dropResolved(in, 10)
-	require.Equal(t, 0, n)
-	require.Same(t, &in[0], &out[0], "nothing to drop: no copy")
-	out, n = dropResolved([]*tidestreamv1.RawKVEvent{ev(11), ev(9), ev(10), ev(12)}, 10)
-	require.Equal(t, 2, n)
-	require.Equal(t, []uint64{11, 12}, ts(out))
+	require.Equal(t, contract.Restart, contract.Classify(err), "%v", err)
+	require.Equal(t, codes.Aborted, status.Code(err), "%v", err)
+	require.Len(t, fp.requests(), 1, "a restart is not retried in place")
+}
+
+// An event at or below a resolved ts the puller already sent breaks the
+// stream contract: the sorter fails the pipeline with RESTART instead of
+// dropping the event and counting it (issue 10, defect 4).
+func TestEventBelowResolvedFailsThePipeline(t *testing.T) {
+	fp := &fakePuller{gen: func(ctx context.Context, n int, req *tidestreamv1.SubscribeRequest, send func(*tidestreamv1.PullerBatch) error) error {
+		for _, b := range []*tidestreamv1.PullerBatch{
+			{Events: []*tidestreamv1.RawKVEvent{{Key: []byte("t1"), Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: 149, CommitTs: 150}}, ResolvedTs: 200},
+			{Events: []*tidestreamv1.RawKVEvent{{Key: []byte("t2"), Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: 179, CommitTs: 180}}},
+		} {
+			if err := send(b); err != nil {
+				return err
+			}
+		}
+		<-ctx.Done()
+		return nil
+	}}
+	rg := newRig(t, fp, 16<<20, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := rg.client.Subscribe(ctx, subReq(1, 1, 100))
+	require.NoError(t, err)
+	c := &consumer{t: t}
+	for {
+		b, err := st.Recv()
+		if err != nil {
+			require.Equal(t, contract.Restart, contract.Classify(err), "%v", err)
+			require.Contains(t, status.Convert(err).Message(), "committed at 180")
+			break
+		}
+		c.take(b)
+	}
+	require.Len(t, c.got, 1, "the event before the breach was delivered")
+	require.Len(t, fp.requests(), 1, "a breach is not retried in place")
 }

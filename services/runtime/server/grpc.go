@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/tidestream/tidestream/proto/contract"
 	"github.com/tidestream/tidestream/services/runtime/health"
 	"github.com/tidestream/tidestream/services/runtime/logging"
 )
@@ -27,7 +28,9 @@ type GRPCConfig struct {
 	// Internal streams carry one batch per message and a single TiDB row
 	// may be several MiB (txn-entry-size-limit defaults to 6 MiB), so
 	// gRPC's own 4 MiB default would reject legitimate batches. Allowed
-	// [1 MiB, 1 GiB]; default 64 MiB.
+	// [1 MiB, 1 GiB]; default the stream contract's MaxMessageBytes
+	// (256 MiB), which every batch a stage sends keeps under. A smaller
+	// value can refuse a legitimate single large row.
 	MaxRecvMsgSize int
 	// DrainTimeout bounds GracefulStop. Subscribe streams are long-lived
 	// and end only when the stage cancels them, so without a bound a drain
@@ -56,7 +59,7 @@ type GRPCConfig struct {
 func DefaultGRPCConfig() GRPCConfig {
 	return GRPCConfig{
 		Addr:             "127.0.0.1:8301",
-		MaxRecvMsgSize:   64 << 20,
+		MaxRecvMsgSize:   contract.MaxMessageBytes,
 		DrainTimeout:     15 * time.Second,
 		KeepaliveMinTime: 10 * time.Second,
 		KeepaliveTime:    30 * time.Second,
@@ -228,16 +231,8 @@ func (s *GRPCServer) stop() {
 }
 
 // DefaultClientKeepalive returns client keepalive parameters that the
-// default server enforcement policy accepts. Stage clients dialling a
-// GRPCServer should use it (grpc.WithKeepaliveParams) so both ends change
-// together: a client pinging more often than KeepaliveMinTime is sent
-// GOAWAY and loses every stream on the connection.
-func DefaultClientKeepalive() keepalive.ClientParameters {
-	return keepalive.ClientParameters{
-		// Detects a dead upstream (its node vanished) within ~40s instead
-		// of waiting for TCP keepalive, so the pipeline restarts promptly.
-		Time:                30 * time.Second,
-		Timeout:             10 * time.Second,
-		PermitWithoutStream: true,
-	}
-}
+// default server enforcement policy accepts: the stream contract's, which
+// every stage dials with (contract.DialOptions). A client pinging more often
+// than KeepaliveMinTime is sent GOAWAY and loses every stream on the
+// connection.
+func DefaultClientKeepalive() keepalive.ClientParameters { return contract.ClientKeepalive() }
