@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"github.com/tidestream/tidestream/proto/contract"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/puller/kvclient"
 	"github.com/tidestream/tidestream/puller/matcher"
 	"google.golang.org/grpc/codes"
@@ -31,7 +33,7 @@ func TestProtocolViolationRestartsThePipeline(t *testing.T) {
 		{kvclient.ErrClosed, contract.Transient},
 		{errors.New("connection reset"), contract.Transient},
 	} {
-		c := startService(t, Config{Puller: &fakePuller{fail: tc.err}})
+		c := startService(t, Config{Upstreams: Fixed(&fakePuller{fail: tc.err}, nil)})
 		st, err := c.Subscribe(context.Background(), req(1, "a"))
 		if err != nil {
 			t.Fatal(err)
@@ -48,7 +50,7 @@ func TestProtocolViolationRestartsThePipeline(t *testing.T) {
 // older epoch is accepted next to the live one (issue 10, defect 2).
 func TestReplacedStreamKeepsOlderEpochsOut(t *testing.T) {
 	fp := &fakePuller{perSpan: 1, sent: map[string]int{}}
-	c := startService(t, Config{Puller: fp})
+	c := startService(t, Config{Upstreams: Fixed(fp, nil)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first, err := c.Subscribe(ctx, req(2, "a"))
@@ -113,7 +115,7 @@ func (p bigPuller) Subscribe(ctx context.Context, span kvclient.Span, startTs ui
 // everything arrives once it reads again (issue 10, defect 3).
 func TestBatchesStayUnderTheCapWhileSendBlocks(t *testing.T) {
 	const events, size = 3000, 64 << 10 // 192 MiB in all, under the quota below
-	c := startService(t, Config{Puller: bigPuller{events: events, size: size}, MemoryQuota: 512 << 20})
+	c := startService(t, Config{Upstreams: Fixed(bigPuller{events: events, size: size}, nil), MemoryQuota: 512 << 20})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := c.Subscribe(ctx, req(1, "a"))
@@ -141,7 +143,7 @@ func TestBatchesStayUnderTheCapWhileSendBlocks(t *testing.T) {
 // that end only when their subscribers go away (issue 10, defect 6).
 func TestStopEndsStreamsPromptly(t *testing.T) {
 	fp := &fakePuller{perSpan: 1, sent: map[string]int{}}
-	svc, err := New(Config{Puller: fp})
+	svc, err := New(Config{Upstreams: Fixed(fp, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,4 +176,59 @@ func TestStopEndsStreamsPromptly(t *testing.T) {
 		t.Fatalf("Subscribe after Stop: %v, want TRANSIENT", err)
 	}
 	svc.Stop() // idempotent
+}
+
+// Each request reads the upstream cluster its route names by PD addresses
+// (none: the default), and the GC safepoint check is that upstream's.
+func TestRequestsReadTheUpstreamTheirRouteNames(t *testing.T) {
+	def, a, b := &fakePuller{perSpan: 1, sent: map[string]int{}}, &fakePuller{perSpan: 1, sent: map[string]int{}}, &fakePuller{perSpan: 1, sent: map[string]int{}}
+	upstreams := map[string]Upstream{
+		"":             fixedUpstream{Puller: def},
+		"pd-a:2379":    fixedUpstream{Puller: a},
+		"pd-b:2379":    fixedUpstream{Puller: b, gc: func(context.Context) (uint64, error) { return 150, nil }},
+		"pd-gone:2379": nil,
+	}
+	c := startService(t, Config{Upstreams: func(pd []string) (Upstream, error) {
+		key := ""
+		if len(pd) > 0 {
+			key = pd[0]
+		}
+		up, ok := upstreams[key]
+		if !ok || up == nil {
+			return nil, fmt.Errorf("no cluster at %v: %w", pd, kvclient.ErrFatal)
+		}
+		return up, nil
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subscribe := func(pd string, span string) error {
+		r := req(1, span)
+		r.PipelineId = int64(len(span))
+		if pd != "" {
+			r.Route = &tidestreamv1.Route{PdAddrs: []string{pd}}
+		}
+		st, err := c.Subscribe(ctx, r)
+		if err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	}
+	require.NoError(t, subscribe("", "d"))
+	require.NoError(t, subscribe("pd-a:2379", "aa"))
+	err := subscribe("pd-b:2379", "bbb") // from_ts 100 is below b's safepoint
+	require.Equal(t, contract.Fatal, contract.Classify(err), "%v", err)
+	require.Equal(t, codes.OutOfRange, status.Code(err), "%v", err)
+	err = subscribe("pd-gone:2379", "gggg")
+	require.Equal(t, contract.Fatal, contract.Classify(err), "%v", err)
+	for name, fp := range map[string]*fakePuller{"default": def, "a": a, "b": b} {
+		fp.mu.Lock()
+		got := len(fp.sent)
+		fp.mu.Unlock()
+		want := 1
+		if name == "b" {
+			want = 0
+		}
+		require.Equal(t, want, got, "spans pulled from upstream %s", name)
+	}
 }

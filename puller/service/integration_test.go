@@ -65,7 +65,7 @@ func TestSubscribeAgainstPlayground(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	c := startService(t, Config{Puller: kc})
+	c := startService(t, Config{Upstreams: Fixed(kc, nil)})
 	st, err := c.Subscribe(ctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: 1, Epoch: 1, FromTs: from, Spans: spans})
 	if err != nil {
 		t.Fatal(err)

@@ -42,9 +42,45 @@ type Puller interface {
 	Subscribe(ctx context.Context, span kvclient.Span, startTs uint64, sink kvclient.Sink) error
 }
 
+// Upstream is the change data of one upstream TiDB cluster.
+type Upstream interface {
+	Puller
+	// GCSafePoint bounds from_ts from below: a subscription from below it
+	// would read a history TiKV's GC has already thinned, and TiKV would
+	// not say so (spec §2.12). 0 disables the check.
+	GCSafePoint(ctx context.Context) (uint64, error)
+}
+
+// Upstreams returns the upstream cluster a request reads, named by the PD
+// addresses of its route; none means the process's default upstream. An
+// error wrapping kvclient.ErrFatal (no such upstream can be reached, ever)
+// fails the pipeline; any other is transient.
+type Upstreams func(pdAddrs []string) (Upstream, error)
+
+// Fixed serves one upstream whatever a route names: p, with gc as its GC
+// safepoint bound (nil: no check). For a process bound to one cluster, and
+// for tests.
+func Fixed(p Puller, gc func(context.Context) (uint64, error)) Upstreams {
+	up := fixedUpstream{Puller: p, gc: gc}
+	return func([]string) (Upstream, error) { return up, nil }
+}
+
+type fixedUpstream struct {
+	Puller
+	gc func(context.Context) (uint64, error)
+}
+
+func (f fixedUpstream) GCSafePoint(ctx context.Context) (uint64, error) {
+	if f.gc == nil {
+		return 0, nil
+	}
+	return f.gc(ctx)
+}
+
 // Config configures a Service.
 type Config struct {
-	Puller Puller
+	// Upstreams picks the cluster each request's route names. Required.
+	Upstreams Upstreams
 	// MemoryQuota bounds the event bytes held between the span pullers and
 	// the gRPC streams of all pipelines of this process.
 	MemoryQuota int64
@@ -55,10 +91,7 @@ type Config struct {
 	BatchBytes    int
 	BatchEvents   int
 	FlushInterval time.Duration
-	// GCSafePoint, when set, rejects a from_ts below it with OUT_OF_RANGE:
-	// TiKV would silently return an incomplete history (spec §2.12).
-	GCSafePoint func(ctx context.Context) (uint64, error)
-	Logger      *slog.Logger
+	Logger *slog.Logger
 	Meter       metric.Meter
 }
 
@@ -73,8 +106,8 @@ const (
 // Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {
-	case c.Puller == nil:
-		return errors.New("puller service: Config.Puller is required")
+	case c.Upstreams == nil:
+		return errors.New("puller service: Config.Upstreams is required")
 	case c.MemoryQuota < 0:
 		return fmt.Errorf("puller service: MemoryQuota %d < 0", c.MemoryQuota)
 	case c.BatchBytes < 0 || c.BatchEvents < 0 || c.FlushInterval < 0:
@@ -177,14 +210,20 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 	if s.stopping.Load() { // Stop ran between the check above and the claim
 		return contract.Status(contract.Transient, codes.Unavailable, "%v", ErrStopping)
 	}
-	if s.cfg.GCSafePoint != nil {
-		sp, err := s.cfg.GCSafePoint(ctx)
-		if err != nil {
-			return contract.Status(contract.Transient, codes.Unavailable, "puller: read GC safepoint: %v", err)
+	pdAddrs := req.GetRoute().GetPdAddrs()
+	up, err := s.cfg.Upstreams(pdAddrs)
+	if err != nil {
+		return toStatus(fmt.Errorf("upstream PD %v: %w", pdAddrs, err))
+	}
+	sp, err := up.GCSafePoint(ctx)
+	if err != nil {
+		if errors.Is(err, kvclient.ErrFatal) {
+			return toStatus(err)
 		}
-		if req.GetFromTs() < sp {
-			return contract.Status(contract.Fatal, codes.OutOfRange, "puller: from_ts %d is below the GC safepoint %d: the history is gone", req.GetFromTs(), sp)
-		}
+		return contract.Status(contract.Transient, codes.Unavailable, "puller: read GC safepoint: %v", err)
+	}
+	if req.GetFromTs() < sp {
+		return contract.Status(contract.Fatal, codes.OutOfRange, "puller: from_ts %d is below the GC safepoint %d: the history is gone", req.GetFromTs(), sp)
 	}
 	s.streams.Add(ctx, 1)
 	defer s.streams.Add(context.WithoutCancel(ctx), -1)
@@ -195,7 +234,7 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 	for i, sp := range req.GetSpans() {
 		sink := &spanSink{b: out, idx: i}
 		g.Go(func() error {
-			return s.cfg.Puller.Subscribe(gctx, kvclient.Span{Start: sp.GetStartKey(), End: sp.GetEndKey()}, req.GetFromTs(), sink)
+			return up.Subscribe(gctx, kvclient.Span{Start: sp.GetStartKey(), End: sp.GetEndKey()}, req.GetFromTs(), sink)
 		})
 	}
 	err = g.Wait()

@@ -87,7 +87,7 @@ func req(epoch uint64, spans ...string) *tidestreamv1.SubscribeRequest {
 
 func TestResolvedTsIsTheMinimumAndNeverPassesAnEvent(t *testing.T) {
 	fp := &fakePuller{perSpan: 50, sent: map[string]int{}}
-	c := startService(t, Config{Puller: fp, BatchEvents: 7})
+	c := startService(t, Config{Upstreams: Fixed(fp, nil), BatchEvents: 7})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := c.Subscribe(ctx, req(1, "a", "b", "c"))
@@ -121,7 +121,7 @@ func TestResolvedTsIsTheMinimumAndNeverPassesAnEvent(t *testing.T) {
 
 func TestEpochFencing(t *testing.T) {
 	fp := &fakePuller{perSpan: 1, sent: map[string]int{}}
-	c := startService(t, Config{Puller: fp})
+	c := startService(t, Config{Upstreams: Fixed(fp, nil)})
 	ctx := context.Background()
 	old, err := c.Subscribe(ctx, req(2, "a"))
 	if err != nil {
@@ -160,7 +160,7 @@ func TestEpochFencing(t *testing.T) {
 
 func TestBadRequestsAndFailures(t *testing.T) {
 	fp := &fakePuller{perSpan: 1, sent: map[string]int{}}
-	c := startService(t, Config{Puller: fp, GCSafePoint: func(context.Context) (uint64, error) { return 150, nil }})
+	c := startService(t, Config{Upstreams: Fixed(fp, func(context.Context) (uint64, error) { return 150, nil })})
 	ctx := context.Background()
 	for name, r := range map[string]*tidestreamv1.SubscribeRequest{
 		"no spans":     req(1),
@@ -184,13 +184,13 @@ func TestBadRequestsAndFailures(t *testing.T) {
 	}
 
 	fatal := &fakePuller{fail: fmt.Errorf("store too old: %w", kvclient.ErrFatal)}
-	c = startService(t, Config{Puller: fatal})
+	c = startService(t, Config{Upstreams: Fixed(fatal, nil)})
 	st, _ := c.Subscribe(ctx, req(1, "a"))
 	if _, err := st.Recv(); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("fatal puller error: %v", err)
 	}
 	flaky := &fakePuller{fail: errors.New("connection reset")}
-	c = startService(t, Config{Puller: flaky})
+	c = startService(t, Config{Upstreams: Fixed(flaky, nil)})
 	st, _ = c.Subscribe(ctx, req(1, "a"))
 	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("transient puller error: %v", err)
@@ -201,7 +201,7 @@ func TestBadRequestsAndFailures(t *testing.T) {
 // used: nothing is buffered without bound.
 func TestSlowSubscriberBlocksThePuller(t *testing.T) {
 	fp := &fakePuller{perSpan: 100000, sent: map[string]int{}}
-	c := startService(t, Config{Puller: fp, MemoryQuota: 64 << 10})
+	c := startService(t, Config{Upstreams: Fixed(fp, nil), MemoryQuota: 64 << 10})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := c.Subscribe(ctx, req(1, "a"))

@@ -159,7 +159,7 @@ type Node struct {
 	grpcSrv   *server.GRPCServer
 	httpSrv   *server.HTTPServer
 	coord     *coordinator.Coordinator
-	puller    *lazyPuller
+	puller    *upstreams
 	pullerSvc *service.Service
 	sorter    *sorter.Service
 	sorterDB  *engine.Engine
@@ -247,9 +247,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	}
 	n.coord.RegisterServices(n.grpcSrv.Server())
 	if slices.Contains(cfg.Roles, RolePuller) {
-		n.puller = &lazyPuller{addrs: cfg.PD, log: logging.Component(log, "puller"), meter: n.tel.MeterProvider.Meter("tidestream/puller")}
+		n.puller = newUpstreams(cfg.PD, logging.Component(log, "puller"), n.tel.MeterProvider.Meter("tidestream/puller"))
 		if n.pullerSvc, err = service.New(service.Config{
-			Puller: n.puller, MemoryQuota: cfg.PullerMemoryQuota, GCSafePoint: n.puller.GCSafePoint,
+			Upstreams: n.puller.get, MemoryQuota: cfg.PullerMemoryQuota,
 			Logger: logging.Component(log, "puller"), Meter: n.tel.MeterProvider.Meter("tidestream/puller"),
 		}); err != nil {
 			return nil, err

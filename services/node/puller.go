@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/puller/kvclient"
+	"github.com/tidestream/tidestream/puller/service"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -37,7 +40,7 @@ func (p *lazyPuller) get(ctx context.Context) (*kvclient.Client, error) {
 		return p.client, nil
 	}
 	if len(p.addrs) == 0 {
-		return nil, fmt.Errorf("%w: the puller role needs the upstream: start the server with --pd", kvclient.ErrFatal)
+		return nil, fmt.Errorf("%w: no upstream: the route names no PD addresses and the server has no --pd", kvclient.ErrFatal)
 	}
 	uc := upstream.DefaultConfig()
 	uc.PDAddrs = p.addrs
@@ -77,6 +80,61 @@ func (p *lazyPuller) Subscribe(ctx context.Context, span kvclient.Span, startTs 
 		return err
 	}
 	return c.Subscribe(ctx, span, startTs, sink)
+}
+
+// upstreams is the puller role's set of upstream clusters, one lazyPuller
+// per PD address set a route names; a route naming none reads --pd.
+type upstreams struct {
+	def   []string
+	log   *slog.Logger
+	meter metric.Meter
+
+	mu     sync.Mutex
+	byPD   map[string]*lazyPuller
+	closed bool
+}
+
+func newUpstreams(def []string, log *slog.Logger, meter metric.Meter) *upstreams {
+	return &upstreams{def: def, log: log, meter: meter, byPD: make(map[string]*lazyPuller)}
+}
+
+// get implements service.Upstreams. Addresses are compared as a set, so a
+// route listing them in another order shares the connection.
+func (u *upstreams) get(pdAddrs []string) (service.Upstream, error) {
+	addrs := pdAddrs
+	if len(addrs) == 0 {
+		addrs = u.def
+	}
+	addrs = slices.Clone(addrs)
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	key := strings.Join(addrs, ",")
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, kvclient.ErrClosed
+	}
+	p := u.byPD[key]
+	if p == nil {
+		p = &lazyPuller{addrs: addrs, log: u.log.With("upstream", key), meter: u.meter}
+		u.byPD[key] = p
+	}
+	return p, nil
+}
+
+// Close closes every upstream opened.
+func (u *upstreams) Close() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed = true
+	var errs []error
+	for key, p := range u.byPD {
+		if err := p.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("upstream %s: %w", key, err))
+		}
+		delete(u.byPD, key)
+	}
+	return errors.Join(errs...)
 }
 
 // Close closes the upstream client, if one was opened.

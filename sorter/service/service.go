@@ -37,11 +37,13 @@ import (
 
 // Config configures a Service.
 type Config struct {
-	// PullerAddr is the gRPC address of the PullerService serving this
-	// process's pipelines (for example a `cdc server`). Dialed without TLS.
+	// PullerAddr is the PullerService a pipeline pulls from when its
+	// request's route names none (a `cdc server` pulls from itself). A
+	// route's puller_addr wins. Dialed without TLS, one connection per
+	// address, shared by the pipelines routed there.
 	PullerAddr string
-	// Upstream, when set, is used instead of dialing PullerAddr: for tests
-	// and for a caller that owns the connection (TLS, tracing interceptors).
+	// Upstream, when set, stands for PullerAddr's connection: for tests and
+	// for a caller that owns the connection (TLS, tracing interceptors).
 	Upstream tidestreamv1.PullerServiceClient
 	// Engine is the process's sort engine, shared by all pipelines. The
 	// caller opens and closes it.
@@ -78,8 +80,6 @@ func (c Config) Validate() error {
 	switch {
 	case c.Engine == nil:
 		return errors.New("sorter service: Config.Engine is required")
-	case c.Upstream == nil && c.PullerAddr == "":
-		return errors.New("sorter service: Config.PullerAddr is required")
 	case c.BatchBytes < 0:
 		return fmt.Errorf("sorter service: BatchBytes %d < 0", c.BatchBytes)
 	case c.RetryBackoff < 0 || c.MaxRetryBackoff < 0 || c.IdleTimeout < 0:
@@ -107,10 +107,12 @@ var (
 type Service struct {
 	tidestreamv1.UnimplementedSorterServiceServer
 
-	cfg  Config
-	log  *slog.Logger
-	up   tidestreamv1.PullerServiceClient
-	conn *grpc.ClientConn // owned when dialed here
+	cfg Config
+	log *slog.Logger
+	up  tidestreamv1.PullerServiceClient // Config.Upstream
+
+	connsMu sync.Mutex
+	conns   map[string]*grpc.ClientConn // puller address -> connection dialed here
 
 	ctx    context.Context // service lifetime; parent of every upstream run
 	cancel context.CancelCauseFunc
@@ -150,23 +152,43 @@ func New(cfg Config) (*Service, error) {
 		cfg.Meter = noop.NewMeterProvider().Meter("sorter")
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "sorter"), up: cfg.Upstream,
-		pipes: make(map[engine.PipelineID]*pipeState)}
+		conns: make(map[string]*grpc.ClientConn), pipes: make(map[engine.PipelineID]*pipeState)}
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	if err := s.m.init(s); err != nil {
 		return nil, err
 	}
-	if s.up == nil {
-		// Keepalive and message sizes as every stage dials another: a
-		// batch the puller may build is never refused here.
-		conn, err := grpc.NewClient(cfg.PullerAddr, append(contract.DialOptions(),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-		if err != nil {
-			s.m.close()
-			return nil, fmt.Errorf("sorter service: dial puller %s: %w", cfg.PullerAddr, err)
-		}
-		s.conn, s.up = conn, tidestreamv1.NewPullerServiceClient(conn)
-	}
 	return s, nil
+}
+
+// puller returns the client of the puller a route names, or of the default
+// one, dialing on first use.
+func (s *Service) puller(route *tidestreamv1.Route) (tidestreamv1.PullerServiceClient, error) {
+	addr := route.GetPullerAddr()
+	if addr == "" {
+		if s.up != nil {
+			return s.up, nil
+		}
+		addr = s.cfg.PullerAddr
+	}
+	if addr == "" {
+		return nil, contract.Status(contract.Fatal, codes.InvalidArgument,
+			"sorter: bad SubscribeRequest: route.puller_addr is required (this sorter has no default puller)")
+	}
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if cc := s.conns[addr]; cc != nil {
+		return tidestreamv1.NewPullerServiceClient(cc), nil
+	}
+	// Keepalive and message sizes as every stage dials another: a batch
+	// the puller may build is never refused here. NewClient connects
+	// lazily, so an unreachable puller shows up as UNAVAILABLE on
+	// Subscribe, which is retried.
+	cc, err := grpc.NewClient(addr, append(contract.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		return nil, contract.Status(contract.Fatal, codes.InvalidArgument, "sorter: route.puller_addr %q: %v", addr, err)
+	}
+	s.conns[addr] = cc
+	return tidestreamv1.NewPullerServiceClient(cc), nil
 }
 
 // Register adds the service to a gRPC server.
@@ -186,9 +208,12 @@ func (s *Service) close() {
 	s.mu.Unlock()
 	s.cancel(ErrClosed)
 	s.wg.Wait()
-	if s.conn != nil {
-		_ = s.conn.Close()
+	s.connsMu.Lock()
+	for addr, cc := range s.conns {
+		_ = cc.Close()
+		delete(s.conns, addr)
 	}
+	s.connsMu.Unlock()
 	s.m.close()
 }
 
@@ -196,7 +221,10 @@ func (s *Service) close() {
 type pipeState struct {
 	id    engine.PipelineID
 	epoch uint64
+	// spans and route are those of the request that built the engine
+	// pipeline; a same-epoch reconnect keeps them (Service.mu).
 	spans []*tidestreamv1.Span
+	route *tidestreamv1.Route
 
 	// Guarded by Service.mu.
 	pipe      *engine.Pipeline // nil once dropped for idleness
@@ -314,7 +342,7 @@ func (s *Service) attach(req *tidestreamv1.SubscribeRequest, stop context.Cancel
 		st = nil
 	}
 	if st == nil {
-		st = &pipeState{id: id, epoch: epoch, spans: req.GetSpans(), low: req.GetFromTs(), wake: make(chan struct{})}
+		st = &pipeState{id: id, epoch: epoch, spans: req.GetSpans(), route: req.GetRoute(), low: req.GetFromTs(), wake: make(chan struct{})}
 		s.pipes[id] = st
 	} else if req.GetFromTs() < st.lowTs() && st.pipe != nil {
 		// Same epoch, but the encoder asks for history it already acked and
@@ -335,7 +363,7 @@ func (s *Service) attach(req *tidestreamv1.SubscribeRequest, stop context.Cancel
 		st.lowMu.Lock()
 		st.low = req.GetFromTs()
 		st.lowMu.Unlock()
-		st.spans = req.GetSpans()
+		st.spans, st.route = req.GetSpans(), req.GetRoute()
 	}
 	if st.run == nil || st.run.finished() {
 		// First subscriber, or the last run failed and the encoder retried:
@@ -407,13 +435,13 @@ func (s *Service) startUpstream(st *pipeState) {
 	run := &upRun{cancel: cancel, done: make(chan struct{})}
 	st.run = run
 	pipe := st.pipe
-	spans := st.spans
+	spans, route := st.spans, st.route
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(run.done)
 		defer cancel(nil)
-		run.err = s.pull(ctx, st, pipe, spans)
+		run.err = s.pull(ctx, st, pipe, spans, route)
 		if ctx.Err() == nil {
 			s.log.Warn("pipeline upstream failed", "pipeline", st.id.Pipeline, "epoch", st.epoch, "err", run.err)
 		}
@@ -430,11 +458,11 @@ func (s *Service) startUpstream(st *pipeState) {
 // misses nothing. Events above it may arrive a second time; the engine keys
 // an event by (commit ts, start ts, key), so writing it again overwrites the
 // identical entry instead of adding one (TestUpstreamRetry checks this).
-func (s *Service) pull(ctx context.Context, st *pipeState, pipe *engine.Pipeline, spans []*tidestreamv1.Span) error {
+func (s *Service) pull(ctx context.Context, st *pipeState, pipe *engine.Pipeline, spans []*tidestreamv1.Span, route *tidestreamv1.Route) error {
 	backoff := s.cfg.RetryBackoff
 	for {
 		from := max(st.lowTs(), pipe.Resolved())
-		progressed, err := s.pullOnce(ctx, st, pipe, spans, from)
+		progressed, err := s.pullOnce(ctx, st, pipe, spans, route, from)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
@@ -455,15 +483,21 @@ func (s *Service) pull(ctx context.Context, st *pipeState, pipe *engine.Pipeline
 	}
 }
 
-func (s *Service) pullOnce(ctx context.Context, st *pipeState, pipe *engine.Pipeline, spans []*tidestreamv1.Span, from uint64) (progressed bool, err error) {
+func (s *Service) pullOnce(ctx context.Context, st *pipeState, pipe *engine.Pipeline, spans []*tidestreamv1.Span, route *tidestreamv1.Route, from uint64) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The route goes on unchanged: the puller reads the upstream cluster it
+	// names.
 	req := &tidestreamv1.SubscribeRequest{ChangefeedId: st.id.Changefeed, Namespace: st.id.Namespace,
-		PipelineId: st.id.Pipeline, Epoch: st.epoch, FromTs: from, Spans: spans}
+		PipelineId: st.id.Pipeline, Epoch: st.epoch, FromTs: from, Spans: spans, Route: route}
 	if req.Namespace == "default" {
 		req.Namespace = ""
 	}
-	stream, err := s.up.Subscribe(ctx, req)
+	up, err := s.puller(route)
+	if err != nil {
+		return false, err
+	}
+	stream, err := up.Subscribe(ctx, req)
 	if err != nil {
 		return false, upstreamError{err}
 	}

@@ -101,7 +101,12 @@ type SubscribeRequest struct {
 	// The pipeline's key ranges: a table's record span, or one per physical
 	// partition. PullerService keeps no assignment state of its own and pulls
 	// exactly these; SorterService forwards them to its puller.
-	Spans         []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
+	Spans []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
+	// Where the rest of the chain is (DESIGN.md §8): the owner writes it into
+	// the pipeline's assignment, the producer sends it to its encoder, and
+	// each stage passes it on upstream unchanged, so only the producer
+	// watches assignments.
+	Route         *Route `protobuf:"bytes,7,opt,name=route,proto3" json:"route,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +183,89 @@ func (x *SubscribeRequest) GetSpans() []*Span {
 	return nil
 }
 
+func (x *SubscribeRequest) GetRoute() *Route {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+// Route names the stage members an assignment placed a pipeline on, and
+// the upstream cluster it reads.
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// gRPC address (host:port) of the puller the sorter pulls from. Empty: the
+	// sorter's configured default (a `cdc server` pulls from itself).
+	PullerAddr string `protobuf:"bytes,1,opt,name=puller_addr,json=pullerAddr,proto3" json:"puller_addr,omitempty"`
+	// gRPC address of the sorter the encoder pulls from.
+	SorterAddr string `protobuf:"bytes,2,opt,name=sorter_addr,json=sorterAddr,proto3" json:"sorter_addr,omitempty"`
+	// gRPC address of the encoder the producer pulls from.
+	EncoderAddr string `protobuf:"bytes,3,opt,name=encoder_addr,json=encoderAddr,proto3" json:"encoder_addr,omitempty"`
+	// PD client addresses (host:port) of the upstream TiDB cluster. Empty: the
+	// puller's configured default upstream.
+	PdAddrs       []string `protobuf:"bytes,4,rep,name=pd_addrs,json=pdAddrs,proto3" json:"pd_addrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Route) GetPullerAddr() string {
+	if x != nil {
+		return x.PullerAddr
+	}
+	return ""
+}
+
+func (x *Route) GetSorterAddr() string {
+	if x != nil {
+		return x.SorterAddr
+	}
+	return ""
+}
+
+func (x *Route) GetEncoderAddr() string {
+	if x != nil {
+		return x.EncoderAddr
+	}
+	return ""
+}
+
+func (x *Route) GetPdAddrs() []string {
+	if x != nil {
+		return x.PdAddrs
+	}
+	return nil
+}
+
 // Span is a half-open key range [start_key, end_key) in TiKV's memcomparable
 // encoded key space. An empty end_key means "to the end of the key space".
 type Span struct {
@@ -190,7 +278,7 @@ type Span struct {
 
 func (x *Span) Reset() {
 	*x = Span{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[1]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +290,7 @@ func (x *Span) String() string {
 func (*Span) ProtoMessage() {}
 
 func (x *Span) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[1]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +303,7 @@ func (x *Span) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Span.ProtoReflect.Descriptor instead.
 func (*Span) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{1}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Span) GetStartKey() []byte {
@@ -253,7 +341,7 @@ type RawKVEvent struct {
 
 func (x *RawKVEvent) Reset() {
 	*x = RawKVEvent{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[2]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +353,7 @@ func (x *RawKVEvent) String() string {
 func (*RawKVEvent) ProtoMessage() {}
 
 func (x *RawKVEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[2]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +366,7 @@ func (x *RawKVEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawKVEvent.ProtoReflect.Descriptor instead.
 func (*RawKVEvent) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{2}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RawKVEvent) GetKey() []byte {
@@ -344,7 +432,7 @@ type PullerBatch struct {
 
 func (x *PullerBatch) Reset() {
 	*x = PullerBatch{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[3]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +444,7 @@ func (x *PullerBatch) String() string {
 func (*PullerBatch) ProtoMessage() {}
 
 func (x *PullerBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[3]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +457,7 @@ func (x *PullerBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullerBatch.ProtoReflect.Descriptor instead.
 func (*PullerBatch) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{3}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PullerBatch) GetEvents() []*RawKVEvent {
@@ -400,7 +488,7 @@ type SortedBatch struct {
 
 func (x *SortedBatch) Reset() {
 	*x = SortedBatch{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[4]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +500,7 @@ func (x *SortedBatch) String() string {
 func (*SortedBatch) ProtoMessage() {}
 
 func (x *SortedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[4]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +513,7 @@ func (x *SortedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SortedBatch.ProtoReflect.Descriptor instead.
 func (*SortedBatch) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{4}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SortedBatch) GetEvents() []*RawKVEvent {
@@ -466,7 +554,7 @@ type EncodedRecord struct {
 
 func (x *EncodedRecord) Reset() {
 	*x = EncodedRecord{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[5]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +566,7 @@ func (x *EncodedRecord) String() string {
 func (*EncodedRecord) ProtoMessage() {}
 
 func (x *EncodedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[5]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +579,7 @@ func (x *EncodedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRecord.ProtoReflect.Descriptor instead.
 func (*EncodedRecord) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{5}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EncodedRecord) GetTopic() string {
@@ -555,7 +643,7 @@ type EncodedBatch struct {
 
 func (x *EncodedBatch) Reset() {
 	*x = EncodedBatch{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[6]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +655,7 @@ func (x *EncodedBatch) String() string {
 func (*EncodedBatch) ProtoMessage() {}
 
 func (x *EncodedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[6]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +668,7 @@ func (x *EncodedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedBatch.ProtoReflect.Descriptor instead.
 func (*EncodedBatch) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{6}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EncodedBatch) GetRecords() []*EncodedRecord {
@@ -615,7 +703,7 @@ type PipelineProgress struct {
 
 func (x *PipelineProgress) Reset() {
 	*x = PipelineProgress{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[7]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +715,7 @@ func (x *PipelineProgress) String() string {
 func (*PipelineProgress) ProtoMessage() {}
 
 func (x *PipelineProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[7]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +728,7 @@ func (x *PipelineProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineProgress.ProtoReflect.Descriptor instead.
 func (*PipelineProgress) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{7}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PipelineProgress) GetChangefeedId() string {
@@ -688,7 +776,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[8]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +788,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_pipeline_proto_msgTypes[8]
+	mi := &file_tidestream_v1_pipeline_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,14 +801,14 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{8}
+	return file_tidestream_v1_pipeline_proto_rawDescGZIP(), []int{9}
 }
 
 var File_tidestream_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\n" +
-	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\xd0\x01\n" +
+	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\xfc\x01\n" +
 	"\x10SubscribeRequest\x12#\n" +
 	"\rchangefeed_id\x18\x01 \x01(\tR\fchangefeedId\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1f\n" +
@@ -728,7 +816,15 @@ const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"pipelineId\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x17\n" +
 	"\afrom_ts\x18\x05 \x01(\x04R\x06fromTs\x12)\n" +
-	"\x05spans\x18\x06 \x03(\v2\x13.tidestream.v1.SpanR\x05spans\"<\n" +
+	"\x05spans\x18\x06 \x03(\v2\x13.tidestream.v1.SpanR\x05spans\x12*\n" +
+	"\x05route\x18\a \x01(\v2\x14.tidestream.v1.RouteR\x05route\"\x87\x01\n" +
+	"\x05Route\x12\x1f\n" +
+	"\vpuller_addr\x18\x01 \x01(\tR\n" +
+	"pullerAddr\x12\x1f\n" +
+	"\vsorter_addr\x18\x02 \x01(\tR\n" +
+	"sorterAddr\x12!\n" +
+	"\fencoder_addr\x18\x03 \x01(\tR\vencoderAddr\x12\x19\n" +
+	"\bpd_addrs\x18\x04 \x03(\tR\apdAddrs\"<\n" +
 	"\x04Span\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\xcd\x01\n" +
@@ -794,38 +890,40 @@ func file_tidestream_v1_pipeline_proto_rawDescGZIP() []byte {
 }
 
 var file_tidestream_v1_pipeline_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidestream_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tidestream_v1_pipeline_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_tidestream_v1_pipeline_proto_goTypes = []any{
 	(OpType)(0),              // 0: tidestream.v1.OpType
 	(*SubscribeRequest)(nil), // 1: tidestream.v1.SubscribeRequest
-	(*Span)(nil),             // 2: tidestream.v1.Span
-	(*RawKVEvent)(nil),       // 3: tidestream.v1.RawKVEvent
-	(*PullerBatch)(nil),      // 4: tidestream.v1.PullerBatch
-	(*SortedBatch)(nil),      // 5: tidestream.v1.SortedBatch
-	(*EncodedRecord)(nil),    // 6: tidestream.v1.EncodedRecord
-	(*EncodedBatch)(nil),     // 7: tidestream.v1.EncodedBatch
-	(*PipelineProgress)(nil), // 8: tidestream.v1.PipelineProgress
-	(*AckResponse)(nil),      // 9: tidestream.v1.AckResponse
+	(*Route)(nil),            // 2: tidestream.v1.Route
+	(*Span)(nil),             // 3: tidestream.v1.Span
+	(*RawKVEvent)(nil),       // 4: tidestream.v1.RawKVEvent
+	(*PullerBatch)(nil),      // 5: tidestream.v1.PullerBatch
+	(*SortedBatch)(nil),      // 6: tidestream.v1.SortedBatch
+	(*EncodedRecord)(nil),    // 7: tidestream.v1.EncodedRecord
+	(*EncodedBatch)(nil),     // 8: tidestream.v1.EncodedBatch
+	(*PipelineProgress)(nil), // 9: tidestream.v1.PipelineProgress
+	(*AckResponse)(nil),      // 10: tidestream.v1.AckResponse
 }
 var file_tidestream_v1_pipeline_proto_depIdxs = []int32{
-	2, // 0: tidestream.v1.SubscribeRequest.spans:type_name -> tidestream.v1.Span
-	0, // 1: tidestream.v1.RawKVEvent.op:type_name -> tidestream.v1.OpType
-	3, // 2: tidestream.v1.PullerBatch.events:type_name -> tidestream.v1.RawKVEvent
-	3, // 3: tidestream.v1.SortedBatch.events:type_name -> tidestream.v1.RawKVEvent
-	6, // 4: tidestream.v1.EncodedBatch.records:type_name -> tidestream.v1.EncodedRecord
-	1, // 5: tidestream.v1.PullerService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	1, // 6: tidestream.v1.SorterService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	8, // 7: tidestream.v1.SorterService.Ack:input_type -> tidestream.v1.PipelineProgress
-	1, // 8: tidestream.v1.EncoderService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	4, // 9: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
-	5, // 10: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
-	9, // 11: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
-	7, // 12: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
-	9, // [9:13] is the sub-list for method output_type
-	5, // [5:9] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3,  // 0: tidestream.v1.SubscribeRequest.spans:type_name -> tidestream.v1.Span
+	2,  // 1: tidestream.v1.SubscribeRequest.route:type_name -> tidestream.v1.Route
+	0,  // 2: tidestream.v1.RawKVEvent.op:type_name -> tidestream.v1.OpType
+	4,  // 3: tidestream.v1.PullerBatch.events:type_name -> tidestream.v1.RawKVEvent
+	4,  // 4: tidestream.v1.SortedBatch.events:type_name -> tidestream.v1.RawKVEvent
+	7,  // 5: tidestream.v1.EncodedBatch.records:type_name -> tidestream.v1.EncodedRecord
+	1,  // 6: tidestream.v1.PullerService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	1,  // 7: tidestream.v1.SorterService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	9,  // 8: tidestream.v1.SorterService.Ack:input_type -> tidestream.v1.PipelineProgress
+	1,  // 9: tidestream.v1.EncoderService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
+	5,  // 10: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
+	6,  // 11: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
+	10, // 12: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
+	8,  // 13: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tidestream_v1_pipeline_proto_init() }
@@ -839,7 +937,7 @@ func file_tidestream_v1_pipeline_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidestream_v1_pipeline_proto_rawDesc), len(file_tidestream_v1_pipeline_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
