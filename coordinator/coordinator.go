@@ -172,6 +172,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every return from here ends the session, errors included: a live
+	// lease would keep this member listed (and campaigning) after its Run
+	// is over. On the normal paths reg.Run has closed it already.
+	defer reg.Close()
 	elector, err := owner.New(owner.Config{
 		Session:  reg.Session(),
 		Keys:     c.store.Keys(),
@@ -243,6 +247,10 @@ func (c *Coordinator) ownerDuty(ctx context.Context, fence store.Fence) error {
 	}
 }
 
+// errTargetMoved aborts finishing a changefeed whose target ts was changed
+// after the owner listed it; the next tick decides again.
+var errTargetMoved = errors.New("coordinator: target ts changed since read")
+
 // tick refreshes the service GC safepoint of every upstream to the minimum
 // checkpoint of its live changefeeds and finishes changefeeds whose
 // checkpoint reached their target ts.
@@ -260,14 +268,20 @@ func (c *Coordinator) tick(ctx context.Context, fence store.Fence, ups map[strin
 			continue
 		}
 		if cf.Info.TargetTs != 0 && cf.Status.CheckpointTs >= cf.Info.TargetTs && st == pb.ChangefeedState_CHANGEFEED_STATE_NORMAL {
-			_, err := c.store.Update(ctx, cf.Info.Namespace, cf.Info.Id, fence, func(cf *store.Changefeed) error {
+			// Status only: a user's info write in between must not make
+			// this retry. The decision is re-made on the fresh read, since
+			// a pause, update and resume may have landed since the list.
+			_, err := c.store.UpdateStatus(ctx, cf.Info.Namespace, cf.Info.Id, fence, func(cf *store.Changefeed) error {
+				if cf.Info.TargetTs == 0 || cf.Status.CheckpointTs < cf.Info.TargetTs {
+					return errTargetMoved
+				}
 				if err := changefeed.CheckTransition(cf.Status.State, pb.ChangefeedState_CHANGEFEED_STATE_FINISHED); err != nil {
 					return err
 				}
 				cf.Status.State = pb.ChangefeedState_CHANGEFEED_STATE_FINISHED
 				return nil
 			})
-			if err != nil {
+			if err != nil && !errors.Is(err, errTargetMoved) {
 				errs = append(errs, err)
 			}
 			continue

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tidestream/tidestream/coordinator"
 	"github.com/tidestream/tidestream/coordinator/control"
 	"github.com/tidestream/tidestream/coordinator/internal/etcdtest"
+	"github.com/tidestream/tidestream/coordinator/member"
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/coordinator/upstream/pdfake"
@@ -25,13 +27,20 @@ func openUpstream(ctx context.Context, addrs []string) (control.Upstream, error)
 }
 
 type running struct {
-	c    *coordinator.Coordinator
+	c *coordinator.Coordinator
+	// done receives Run's result (buffered); whoever takes it puts it back
+	// for stop.
+	done chan error
 	stop func() error
 }
 
 func startCoordinator(t *testing.T, cl *etcdtest.Cluster, id string) *running {
+	return startCoordinatorOn(t, cl.Client(t), id)
+}
+
+func startCoordinatorOn(t *testing.T, cli *clientv3.Client, id string) *running {
 	cfg := coordinator.DefaultConfig()
-	cfg.Etcd = cl.Client(t)
+	cfg.Etcd = cli
 	cfg.ClusterID = "t"
 	cfg.MemberID = id
 	cfg.Addr = "127.0.0.1:1"
@@ -47,7 +56,7 @@ func startCoordinator(t *testing.T, cl *etcdtest.Cluster, id string) *running {
 		once   sync.Once
 		runErr error
 	)
-	r := &running{c: c, stop: func() error {
+	r := &running{c: c, done: done, stop: func() error {
 		once.Do(func() {
 			cancel()
 			runErr = <-done
@@ -132,7 +141,7 @@ func TestOwnerKeepsGCSafePointAndFinishesAtTarget(t *testing.T) {
 		}
 		return nil
 	})
-	_, err = st.Update(ctx, "default", "slow", store.Fence{}, func(cf *store.Changefeed) error {
+	_, err = st.UpdateStatus(ctx, "default", "slow", store.Fence{}, func(cf *store.Changefeed) error {
 		cf.Status.CheckpointTs = 4000
 		return nil
 	})
@@ -140,6 +149,98 @@ func TestOwnerKeepsGCSafePointAndFinishesAtTarget(t *testing.T) {
 	eventually(t, 10*time.Second, func() error {
 		if got := pd.ServiceSafePoints()["tidestream-t"]; got != 4000 {
 			return fmt.Errorf("service safepoint %d, want 4000", got)
+		}
+		return nil
+	})
+}
+
+func waitOwner(t *testing.T, r *running) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		if !r.c.IsOwner() {
+			return fmt.Errorf("not owner yet")
+		}
+		return nil
+	})
+}
+
+// awaitRun takes Run's result, failing if it takes longer than within.
+func awaitRun(t *testing.T, r *running, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return err
+	case <-time.After(within):
+		t.Fatalf("Run still running %s after its session was lost", within)
+		return nil
+	}
+}
+
+// A lost session ends Run with member.ErrSessionLost (the process exits on
+// it), and leaves nothing of the member behind: no lease, no member or
+// owner key.
+func TestLostSessionEndsRun(t *testing.T) {
+	cl := etcdtest.Start(t)
+	cli := cl.Client(t)
+	r := startCoordinatorOn(t, cl.Client(t), "a")
+	waitOwner(t, r)
+	ctx := context.Background()
+	keys := r.c.Store().Keys()
+	resp, err := cli.Get(ctx, keys.Member("a"))
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+
+	_, err = cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+	require.NoError(t, err)
+	err = awaitRun(t, r, 5*time.Second)
+	require.ErrorIs(t, err, member.ErrSessionLost)
+	require.ErrorIs(t, fmt.Errorf("cdc: %w", err), member.ErrSessionLost)
+	require.False(t, r.c.IsOwner())
+
+	leases, err := cli.Leases(ctx)
+	require.NoError(t, err)
+	require.Empty(t, leases.Leases)
+	left, err := cli.Get(ctx, keys.Prefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Zero(t, left.Count)
+}
+
+// A session is usually lost because etcd is unreachable. Run must then
+// return as soon as the loss is noticed, not spend a revoke timeout on a
+// lease nothing refreshes any more: until Run returns, the process looks
+// alive to whoever supervises it.
+func TestLostSessionReturnsPromptlyWhenEtcdIsUnreachable(t *testing.T) {
+	cl := etcdtest.Start(t)
+	proxy := cl.Proxy(t)
+	r := startCoordinatorOn(t, proxy.Client(t), "a") // SessionTTL 2 s
+	waitOwner(t, r)
+
+	proxy.Cut()
+	// The owner duty stops the moment the session is noticed lost (within
+	// TTL + the lessor's 1 s reaping tick); Run must follow at once, not
+	// after a 3 s revoke timeout against an etcd it cannot reach.
+	eventually(t, 10*time.Second, func() error {
+		if r.c.IsOwner() {
+			return fmt.Errorf("still owner after etcd became unreachable")
+		}
+		return nil
+	})
+	lostAt := time.Now()
+	err := awaitRun(t, r, 10*time.Second)
+	require.ErrorIs(t, err, member.ErrSessionLost)
+	t.Logf("Run returned %s after ownership ended", time.Since(lostAt))
+	require.Less(t, time.Since(lostAt), time.Second)
+
+	// Nothing refreshes the lease: etcd expires it, and the member with it.
+	cli := cl.Client(t)
+	eventually(t, 10*time.Second, func() error {
+		leases, err := cli.Leases(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(leases.Leases) != 0 {
+			return fmt.Errorf("live leases: %v", leases.Leases)
 		}
 		return nil
 	})

@@ -268,7 +268,7 @@ func (s *ChangefeedServer) List(ctx context.Context, req *pb.ListChangefeedsRequ
 
 // Pause stops a changefeed (state stopped).
 func (s *ChangefeedServer) Pause(ctx context.Context, req *pb.ChangefeedRef) (*pb.ChangefeedInfo, error) {
-	return s.transition(ctx, req.Namespace, req.Id, "pause", func(cf *store.Changefeed) error {
+	return s.transition(ctx, req.Namespace, req.Id, "pause", s.changeState, func(cf *store.Changefeed) error {
 		if err := changefeed.CheckTransition(cf.Status.State, pb.ChangefeedState_CHANGEFEED_STATE_STOPPED); err != nil {
 			return err
 		}
@@ -299,7 +299,7 @@ func (s *ChangefeedServer) Resume(ctx context.Context, req *pb.ResumeChangefeedR
 			return nil, cdcerr.ToStatus(err)
 		}
 	}
-	return s.transition(ctx, ns, req.Id, "resume", func(cf *store.Changefeed) error {
+	return s.transition(ctx, ns, req.Id, "resume", s.changeState, func(cf *store.Changefeed) error {
 		if err := changefeed.CheckTransition(cf.Status.State, pb.ChangefeedState_CHANGEFEED_STATE_NORMAL); err != nil {
 			return err
 		}
@@ -365,7 +365,10 @@ func (s *ChangefeedServer) Update(ctx context.Context, req *pb.UpdateChangefeedR
 	if req.SinkUri == nil && req.SchemaRegistry == nil && req.ConfigToml == nil && req.TargetTs == nil {
 		return nil, cdcerr.ToStatus(cdcerr.Field("update", "nothing to update: give at least one of --sink-uri, --schema-registry, --config, --target-ts"))
 	}
-	return s.transition(ctx, ns, req.Id, "update", func(cf *store.Changefeed) error {
+	// Info only: a checkpoint landing meanwhile must not make the update
+	// retry, and the state it checks cannot change under it without the
+	// info key moving too (store.Update, KEYS.md).
+	return s.transition(ctx, ns, req.Id, "update", s.cfg.Store.UpdateInfo, func(cf *store.Changefeed) error {
 		st := cf.Status.State
 		if st != pb.ChangefeedState_CHANGEFEED_STATE_STOPPED && st != pb.ChangefeedState_CHANGEFEED_STATE_FAILED {
 			return fmt.Errorf("changefeed is %s; pause it before updating: %w", changefeed.StateName(st), cdcerr.ErrFailedPrecondition)
@@ -401,13 +404,24 @@ func (s *ChangefeedServer) Update(ctx context.Context, req *pb.UpdateChangefeedR
 	})
 }
 
+// storeWrite is one of the store's compare-and-swap updates without a
+// fence: user mutations are not owner writes.
+type storeWrite func(ctx context.Context, namespace, id string, mutate func(*store.Changefeed) error) (*store.Changefeed, error)
+
+// changeState writes a user's state transition. It goes through both keys
+// (store.Update), not the status alone, so that an update checking the
+// state at the same time fails its compare on the info key.
+func (s *ChangefeedServer) changeState(ctx context.Context, namespace, id string, mutate func(*store.Changefeed) error) (*store.Changefeed, error) {
+	return s.cfg.Store.Update(ctx, namespace, id, store.Fence{}, mutate)
+}
+
 // transition runs a user mutation with compare-and-swap and maps errors.
-func (s *ChangefeedServer) transition(ctx context.Context, namespace, id, op string, mutate func(*store.Changefeed) error) (*pb.ChangefeedInfo, error) {
+func (s *ChangefeedServer) transition(ctx context.Context, namespace, id, op string, write storeWrite, mutate func(*store.Changefeed) error) (*pb.ChangefeedInfo, error) {
 	ns, err := namespaceOf(namespace)
 	if err != nil {
 		return nil, cdcerr.ToStatus(err)
 	}
-	cf, err := s.cfg.Store.Update(ctx, ns, id, store.Fence{}, mutate)
+	cf, err := write(ctx, ns, id, mutate)
 	if err != nil {
 		s.log.Info(op+" changefeed refused", "namespace", ns, "changefeed", id, "err", err)
 		return nil, cdcerr.ToStatus(err)

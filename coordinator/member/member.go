@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,6 +67,8 @@ type Registration struct {
 	session *concurrency.Session
 	key     string
 	log     *slog.Logger
+
+	closeOnce sync.Once
 }
 
 // Register opens a session and writes the member key under its lease.
@@ -123,23 +126,43 @@ func (r *Registration) Session() *concurrency.Session { return r.session }
 // ID returns the member id.
 func (r *Registration) ID() string { return r.cfg.ID }
 
-// Run holds the registration until ctx is cancelled (then revokes the lease
-// so the member key and any owner key vanish at once, not after the TTL) or
-// the session is lost (then returns ErrSessionLost).
+// Run holds the registration until ctx is cancelled (then closes it, see
+// Close) or the session is lost (then returns ErrSessionLost).
 func (r *Registration) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
-		// A fresh context: the caller's is already cancelled, and revoking
-		// must still reach etcd to free the keys promptly.
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		r.Close()
+		return nil
+	case <-r.session.Done():
+		r.Close()
+		return fmt.Errorf("%w (member %s, ttl %s)", ErrSessionLost, r.cfg.ID, r.cfg.TTL)
+	}
+}
+
+// Close ends the session: it revokes a live lease, so the member key and
+// any owner key vanish at once rather than after the TTL, and stops the
+// keep-alive. The caller that registered must call it on every path,
+// including errors before Run; it is safe to call more than once and after
+// Run.
+func (r *Registration) Close() {
+	r.closeOnce.Do(func() {
+		select {
+		case <-r.session.Done():
+			// Nothing refreshes the lease any more, so it is gone or
+			// expires within the TTL. Revoking would add nothing, and it
+			// would block for its whole timeout in the usual cause of a
+			// lost session, etcd being unreachable, delaying the stop.
+			return
+		default:
+		}
+		// A fresh context: the caller's may already be cancelled, and the
+		// revoke must still reach etcd to free the keys promptly.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		if _, err := r.session.Client().Revoke(closeCtx, r.session.Lease()); err != nil {
+		if _, err := r.session.Client().Revoke(ctx, r.session.Lease()); err != nil {
 			r.log.Warn("revoking member lease failed; keys expire after the TTL", "member", r.cfg.ID, "err", err)
 		}
 		// Stop the keep-alive without a second revoke of the same lease.
 		r.session.Orphan()
-		return nil
-	case <-r.session.Done():
-		return fmt.Errorf("%w (member %s, ttl %s)", ErrSessionLost, r.cfg.ID, r.cfg.TTL)
-	}
+	})
 }

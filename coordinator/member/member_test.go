@@ -77,3 +77,29 @@ func TestConfigValidate(t *testing.T) {
 		require.Error(t, c.Validate(), "%+v", c)
 	}
 }
+
+// Close ends the session on paths that never reach Run (the caller failed
+// after Register): the lease and the member key go at once. It is safe to
+// call again, and after Run.
+func TestCloseWithoutRunRevokes(t *testing.T) {
+	cl := etcdtest.Start(t)
+	cli := cl.Client(t)
+	keys, err := store.NewKeys("t")
+	require.NoError(t, err)
+	reg, err := member.Register(context.Background(), cli, keys, cfg("m3"))
+	require.NoError(t, err)
+
+	reg.Close()
+	reg.Close()
+	leases, err := cli.Leases(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, leases.Leases)
+	ms, err := store.New(cli, keys).Members(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, ms)
+	select {
+	case <-reg.Session().Done():
+	default:
+		t.Fatal("the keep-alive still runs after Close")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/tidestream/tidestream/coordinator/member"
 	"github.com/tidestream/tidestream/coordinator/store"
 )
 
@@ -73,7 +74,11 @@ func New(cfg Config) (*Elector, error) {
 
 // Run campaigns until ctx is cancelled or the session is lost. It returns
 // nil on cancellation (after resigning, so a successor is elected at once)
-// and an error when the session was lost.
+// and an error wrapping member.ErrSessionLost when the session was lost,
+// whether while owner, while campaigning or between campaigns: callers
+// stop the process on that sentinel, so no path may return a bare string.
+// Run never closes the session: it belongs to the member registration,
+// which ends it on every path (Coordinator.Run).
 func (e *Elector) Run(ctx context.Context, duty Duty) error {
 	for {
 		if err := e.term(ctx, duty); err != nil {
@@ -86,14 +91,15 @@ func (e *Elector) Run(ctx context.Context, duty Duty) error {
 		case <-ctx.Done():
 			return nil
 		case <-e.cfg.Session.Done():
-			return errors.New("owner: etcd session lost")
+			return fmt.Errorf("owner: %s stopped before campaigning again: %w", e.cfg.MemberID, member.ErrSessionLost)
 		case <-time.After(e.cfg.RetryPause):
 		}
 	}
 }
 
 // term runs one campaign and, if won, one term of office. It returns an
-// error only when the campaign can never succeed again (session lost).
+// error (wrapping member.ErrSessionLost) only when the campaign can never
+// succeed again.
 func (e *Elector) term(ctx context.Context, duty Duty) error {
 	election := concurrency.NewElection(e.cfg.Session, e.cfg.Keys.OwnerPrefix())
 	// The campaign ends with the session: Campaign alone would keep waiting
@@ -115,7 +121,7 @@ func (e *Elector) term(ctx context.Context, duty Duty) error {
 		}
 		select {
 		case <-e.cfg.Session.Done():
-			return errors.New("owner: etcd session lost while campaigning")
+			return fmt.Errorf("owner: %s stopped campaigning: %w", e.cfg.MemberID, member.ErrSessionLost)
 		default:
 		}
 		e.log.Warn("campaign failed; retrying", "err", err)
@@ -145,7 +151,7 @@ func (e *Elector) term(ctx context.Context, duty Duty) error {
 	switch {
 	case sessionLost:
 		e.log.Error("lost ownership: etcd session expired", "member", e.cfg.MemberID)
-		return errors.New("owner: etcd session lost")
+		return fmt.Errorf("owner: %s lost ownership: %w", e.cfg.MemberID, member.ErrSessionLost)
 	case ctx.Err() != nil:
 		e.log.Info("stepped down", "member", e.cfg.MemberID)
 		return nil

@@ -45,7 +45,9 @@ type Changefeed struct {
 	Info   *pb.ChangefeedInfo
 	Status *pb.ChangefeedStatus
 
-	infoRev, statusRev int64
+	// infoCreateRev tells this changefeed from a removed one re-created
+	// under the same id.
+	infoRev, infoCreateRev, statusRev int64
 }
 
 // View merges info and status into the API's ChangefeedInfo (a copy).
@@ -131,7 +133,7 @@ func (s *Store) Get(ctx context.Context, namespace, id string) (*Changefeed, err
 	if err := unmarshal.Unmarshal(infoKVs[0].Value, cf.Info); err != nil {
 		return nil, fmt.Errorf("store: decode %s: %w", infoKVs[0].Key, err)
 	}
-	cf.infoRev = infoKVs[0].ModRevision
+	cf.infoRev, cf.infoCreateRev = infoKVs[0].ModRevision, infoKVs[0].CreateRevision
 	if st := resp.Responses[1].GetResponseRange().Kvs; len(st) > 0 {
 		if err := unmarshal.Unmarshal(st[0].Value, cf.Status); err != nil {
 			return nil, fmt.Errorf("store: decode %s: %w", st[0].Key, err)
@@ -173,7 +175,7 @@ func (s *Store) List(ctx context.Context, namespace string) ([]*Changefeed, erro
 		if !ok {
 			continue
 		}
-		cf := &Changefeed{Info: &pb.ChangefeedInfo{}, infoRev: kv.ModRevision}
+		cf := &Changefeed{Info: &pb.ChangefeedInfo{}, infoRev: kv.ModRevision, infoCreateRev: kv.CreateRevision}
 		if err := unmarshal.Unmarshal(kv.Value, cf.Info); err != nil {
 			return nil, fmt.Errorf("store: decode %s: %w", kv.Key, err)
 		}
@@ -189,57 +191,125 @@ func (s *Store) List(ctx context.Context, namespace string) ([]*Changefeed, erro
 }
 
 // Update reads a changefeed, lets mutate change its Info and/or Status, and
-// writes both back with compare-and-swap on the revisions read, retrying on
-// conflict. mutate may be called several times and must not have side
-// effects; an error from it aborts the update and is returned as is.
+// writes both back with compare-and-swap on both revisions read, retrying
+// on conflict. It is for user state transitions (pause, resume): they write
+// the status and must also move the info key's revision, so that an info
+// update that checked the state concurrently fails its compare instead of
+// landing on a changefeed that was resumed meanwhile (KEYS.md). mutate may
+// be called several times and must not have side effects; an error from it
+// aborts the update and is returned as is.
 func (s *Store) Update(ctx context.Context, namespace, id string, fence Fence, mutate func(*Changefeed) error) (*Changefeed, error) {
-	return s.cas(ctx, namespace, id, fence, mutate, false)
+	return s.cas(ctx, namespace, id, fence, infoRecord|statusRecord, mutate, false)
+}
+
+// UpdateInfo is a user's change of the configuration: it compares and
+// writes only the info key, so the owner's status writes (checkpoints) in
+// between never make it retry, and it never rewrites them. mutate may read
+// Status (to check the state) but must not change it; doing so is refused.
+// Only the user writes info, so there is no fence.
+func (s *Store) UpdateInfo(ctx context.Context, namespace, id string, mutate func(*Changefeed) error) (*Changefeed, error) {
+	return s.cas(ctx, namespace, id, Fence{}, infoRecord, mutate, false)
+}
+
+// UpdateStatus is a change the system makes (checkpoint, owner-decided
+// state): it compares and writes only the status key (plus the fence), so
+// a user's info update in between never makes it retry, and it never
+// rewrites that update. mutate sees the Info read with the status but must
+// not change it; doing so is refused. Deciding on that Info without
+// comparing it is safe for the reason KEYS.md gives: info changes only
+// while the changefeed is stopped or failed, and leaving those states
+// writes the status key.
+func (s *Store) UpdateStatus(ctx context.Context, namespace, id string, fence Fence, mutate func(*Changefeed) error) (*Changefeed, error) {
+	return s.cas(ctx, namespace, id, fence, statusRecord, mutate, false)
 }
 
 // Delete reads a changefeed, lets check refuse the removal (it may also
 // adjust the returned copy), and deletes both keys atomically.
 func (s *Store) Delete(ctx context.Context, namespace, id string, fence Fence, check func(*Changefeed) error) (*Changefeed, error) {
-	return s.cas(ctx, namespace, id, fence, check, true)
+	return s.cas(ctx, namespace, id, fence, infoRecord|statusRecord, check, true)
 }
 
-func (s *Store) cas(ctx context.Context, namespace, id string, fence Fence, mutate func(*Changefeed) error, del bool) (*Changefeed, error) {
+// records selects which of a changefeed's keys a read-modify-write owns:
+// only those are compared and written.
+type records uint8
+
+const (
+	infoRecord records = 1 << iota
+	statusRecord
+)
+
+func (s *Store) cas(ctx context.Context, namespace, id string, fence Fence, owned records, mutate func(*Changefeed) error, del bool) (*Changefeed, error) {
 	infoKey, statusKey := s.keys.Info(namespace, id), s.keys.Status(namespace, id)
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		cf, err := s.Get(ctx, namespace, id)
 		if err != nil {
 			return nil, err
 		}
+		// A change to a record this update does not write would be dropped
+		// silently while the caller believes it stored; refuse it instead.
+		var infoWas *pb.ChangefeedInfo
+		var statusWas *pb.ChangefeedStatus
+		if owned&infoRecord == 0 {
+			infoWas = proto.Clone(cf.Info).(*pb.ChangefeedInfo)
+		}
+		if owned&statusRecord == 0 {
+			statusWas = proto.Clone(cf.Status).(*pb.ChangefeedStatus)
+		}
 		if err := mutate(cf); err != nil {
 			return nil, err
 		}
-		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(infoKey), "=", cf.infoRev),
-			clientv3.Compare(clientv3.ModRevision(statusKey), "=", cf.statusRev),
+		if infoWas != nil && !proto.Equal(infoWas, cf.Info) {
+			return nil, fmt.Errorf("store: status update of changefeed %s/%s changed its info, which only the user's info update writes", namespace, id)
+		}
+		if statusWas != nil && !proto.Equal(statusWas, cf.Status) {
+			return nil, fmt.Errorf("store: info update of changefeed %s/%s changed its status, which only status updates write", namespace, id)
+		}
+		var cmps []clientv3.Cmp
+		if owned&infoRecord != 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(infoKey), "=", cf.infoRev))
+		} else {
+			// The same changefeed must still exist: without this a status
+			// write could outlive a removal (and a re-create under the
+			// same id) whenever the status key was missing when read.
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(infoKey), "=", cf.infoCreateRev))
+		}
+		if owned&statusRecord != 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(statusKey), "=", cf.statusRev))
 		}
 		if fence.active() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev))
 		}
 		var ops []clientv3.Op
-		if del {
+		switch {
+		case del:
 			ops = []clientv3.Op{clientv3.OpDelete(infoKey), clientv3.OpDelete(statusKey)}
-		} else {
-			ib, err := marshal.Marshal(stripStatus(cf.Info))
-			if err != nil {
-				return nil, fmt.Errorf("store: encode changefeed %s/%s: %w", namespace, id, err)
+		default:
+			if owned&infoRecord != 0 {
+				ib, err := marshal.Marshal(stripStatus(cf.Info))
+				if err != nil {
+					return nil, fmt.Errorf("store: encode changefeed %s/%s: %w", namespace, id, err)
+				}
+				ops = append(ops, clientv3.OpPut(infoKey, string(ib)))
 			}
-			sb, err := marshal.Marshal(cf.Status)
-			if err != nil {
-				return nil, fmt.Errorf("store: encode status of %s/%s: %w", namespace, id, err)
+			if owned&statusRecord != 0 {
+				sb, err := marshal.Marshal(cf.Status)
+				if err != nil {
+					return nil, fmt.Errorf("store: encode status of %s/%s: %w", namespace, id, err)
+				}
+				ops = append(ops, clientv3.OpPut(statusKey, string(sb)))
 			}
-			ops = []clientv3.Op{clientv3.OpPut(infoKey, string(ib)), clientv3.OpPut(statusKey, string(sb))}
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return nil, etcdErr("update changefeed", err)
 		}
 		if resp.Succeeded {
-			cf.infoRev = resp.Header.Revision
-			cf.statusRev = resp.Header.Revision
+			if owned&infoRecord != 0 {
+				cf.infoRev = resp.Header.Revision
+			}
+			if owned&statusRecord != 0 {
+				cf.statusRev = resp.Header.Revision
+			}
 			return cf, nil
 		}
 		if fence.active() {

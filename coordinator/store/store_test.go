@@ -113,6 +113,11 @@ func TestFencedWritesRefusedAfterOwnerLoss(t *testing.T) {
 
 	require.NoError(t, st.FencedPut(ctx, fence, st.Keys().Prefix()+"/x", "1"))
 	_, err = st.Update(ctx, "default", "f", fence, func(cf *store.Changefeed) error {
+		cf.Status.CheckpointTs = 150
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = st.UpdateStatus(ctx, "default", "f", fence, func(cf *store.Changefeed) error {
 		cf.Status.CheckpointTs = 200
 		return nil
 	})
@@ -125,6 +130,11 @@ func TestFencedWritesRefusedAfterOwnerLoss(t *testing.T) {
 	err = st.FencedPut(ctx, fence, st.Keys().Prefix()+"/x", "2")
 	require.ErrorIs(t, err, cdcerr.ErrNotOwner)
 	_, err = st.Update(ctx, "default", "f", fence, func(cf *store.Changefeed) error {
+		cf.Status.CheckpointTs = 300
+		return nil
+	})
+	require.ErrorIs(t, err, cdcerr.ErrNotOwner)
+	_, err = st.UpdateStatus(ctx, "default", "f", fence, func(cf *store.Changefeed) error {
 		cf.Status.CheckpointTs = 300
 		return nil
 	})
