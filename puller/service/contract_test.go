@@ -53,31 +53,12 @@ func TestReplacedStreamKeepsOlderEpochsOut(t *testing.T) {
 	c := startService(t, Config{Upstreams: Fixed(fp, nil)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	first, err := c.Subscribe(ctx, req(2, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := first.Recv(); err != nil {
-		t.Fatal(err)
-	}
-	second, err := c.Subscribe(ctx, req(2, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := second.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	first := opened(ctx, t, c, req(2, "a"))
+	opened(ctx, t, c, req(2, "a"))
 	// The replaced stream ends fenced; its handler has returned (and
 	// released) once its status arrives.
-	for {
-		_, err := first.Recv()
-		if err == nil {
-			continue
-		}
-		if contract.Classify(err) != contract.Fenced {
-			t.Fatalf("replaced stream ended with %v, want FENCED", err)
-		}
-		break
+	if err := endOf(first); contract.Classify(err) != contract.Fenced {
+		t.Fatalf("replaced stream ended with %v, want FENCED", err)
 	}
 	older, err := c.Subscribe(ctx, req(1, "a"))
 	if err != nil {
@@ -150,22 +131,10 @@ func TestStopEndsStreamsPromptly(t *testing.T) {
 	c := serve(t, svc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := c.Subscribe(ctx, req(1, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	st := opened(ctx, t, c, req(1, "a"))
 	began := time.Now()
 	svc.Stop()
-	for {
-		_, err = st.Recv()
-		if err != nil {
-			break
-		}
-	}
-	if contract.Classify(err) != contract.Transient || time.Since(began) > time.Second {
+	if err := endOf(st); contract.Classify(err) != contract.Transient || time.Since(began) > time.Second {
 		t.Fatalf("after Stop the stream ended with %v after %v, want TRANSIENT at once", err, time.Since(began))
 	}
 	again, err := c.Subscribe(ctx, req(2, "a"))

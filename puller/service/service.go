@@ -91,8 +91,8 @@ type Config struct {
 	BatchBytes    int
 	BatchEvents   int
 	FlushInterval time.Duration
-	Logger *slog.Logger
-	Meter       metric.Meter
+	Logger        *slog.Logger
+	Meter         metric.Meter
 }
 
 // Defaults.

@@ -77,6 +77,28 @@ func serve(t *testing.T, svc *Service) tidestreamv1.PullerServiceClient {
 	return tidestreamv1.NewPullerServiceClient(cc)
 }
 
+// opened subscribes and waits for the first batch.
+func opened(ctx context.Context, t *testing.T, c tidestreamv1.PullerServiceClient, r *tidestreamv1.SubscribeRequest) grpc.ServerStreamingClient[tidestreamv1.PullerBatch] {
+	t.Helper()
+	st, err := c.Subscribe(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// endOf reads st until it ends and returns how.
+func endOf(st grpc.ServerStreamingClient[tidestreamv1.PullerBatch]) error {
+	for {
+		if _, err := st.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
 func req(epoch uint64, spans ...string) *tidestreamv1.SubscribeRequest {
 	r := &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: 7, Epoch: epoch, FromTs: 100}
 	for _, s := range spans {
@@ -123,13 +145,7 @@ func TestEpochFencing(t *testing.T) {
 	fp := &fakePuller{perSpan: 1, sent: map[string]int{}}
 	c := startService(t, Config{Upstreams: Fixed(fp, nil)})
 	ctx := context.Background()
-	old, err := c.Subscribe(ctx, req(2, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	old := opened(ctx, t, c, req(2, "a"))
 	// An older epoch is refused.
 	older, err := c.Subscribe(ctx, req(1, "a"))
 	if err != nil {
@@ -139,22 +155,9 @@ func TestEpochFencing(t *testing.T) {
 		t.Fatalf("older epoch: %v", err)
 	}
 	// A newer one supersedes the running stream.
-	newer, err := c.Subscribe(ctx, req(3, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := newer.Recv(); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		_, err := old.Recv()
-		if err == nil {
-			continue
-		}
-		if status.Code(err) != codes.FailedPrecondition {
-			t.Fatalf("superseded stream: %v", err)
-		}
-		break
+	opened(ctx, t, c, req(3, "a"))
+	if err := endOf(old); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("superseded stream: %v", err)
 	}
 }
 
