@@ -23,22 +23,17 @@ import (
 	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
-// Config configures the coordinator role.
+// Config configures the coordinator role. The member identity (id, roles,
+// session TTL) is the process's: see member.Config.
 type Config struct {
 	// Etcd is the client of the cluster's etcd; owned by the caller.
 	Etcd *clientv3.Client
 	// ClusterID separates tidestream clusters sharing one etcd.
 	ClusterID string
-	// MemberID identifies this process.
-	MemberID string
 	// Addr is the advertised address of this process's gRPC server.
 	Addr string
-	// Roles this process runs, recorded in its member key.
-	Roles []string
 	// Version of the binary.
 	Version string
-	// SessionTTL of the member lease; see member.Config.TTL.
-	SessionTTL time.Duration
 	// GCTTL is how long the upstream keeps data for a changefeed that stops
 	// making progress (TiCDC's gc-ttl, default 24 h).
 	GCTTL time.Duration
@@ -64,10 +59,8 @@ type Knobs struct {
 func DefaultConfig() Config {
 	return Config{
 		ClusterID:  "default",
-		SessionTTL: 5 * time.Second,
 		GCTTL:      24 * time.Hour,
 		GCInterval: time.Minute,
-		Roles:      []string{"coordinator"},
 	}
 }
 
@@ -76,14 +69,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Etcd == nil:
 		return errors.New("coordinator: Etcd client must be set")
-	case c.MemberID == "":
-		return errors.New("coordinator: MemberID must be set")
 	case c.Addr == "":
 		return errors.New("coordinator: Addr must be set")
 	case c.OpenUpstream == nil:
 		return errors.New("coordinator: OpenUpstream must be set")
-	case c.SessionTTL < 2*time.Second || c.SessionTTL > 5*time.Minute:
-		return fmt.Errorf("coordinator: session-ttl must be within [2s, 5m], got %s", c.SessionTTL)
 	case c.GCTTL < 5*time.Minute:
 		return fmt.Errorf("coordinator: gc-ttl must be at least 5m, got %s", c.GCTTL)
 	case c.GCInterval <= 0 || c.GCInterval >= c.GCTTL:
@@ -156,30 +145,23 @@ func (c *Coordinator) IsOwner() bool { return c.isOwner.Load() }
 // Store exposes the etcd store (for tests and tools).
 func (c *Coordinator) Store() *store.Store { return c.store }
 
-// Run registers the member, campaigns, and runs the owner duty while owner.
-// It returns nil when ctx is cancelled and an error wrapping
-// member.ErrSessionLost if the etcd session expired: the process must then
-// stop, since another coordinator may already act in its place.
-func (c *Coordinator) Run(ctx context.Context) error {
-	reg, err := member.Register(ctx, c.cfg.Etcd, c.store.Keys(), member.Config{
-		ID:      c.cfg.MemberID,
-		Addr:    c.cfg.Addr,
-		Roles:   c.cfg.Roles,
-		Version: c.cfg.Version,
-		TTL:     c.cfg.SessionTTL,
-		Logger:  c.log,
-	})
-	if err != nil {
-		return err
+// Run campaigns on the process's member registration and runs the owner
+// duty while owner. The registration (its etcd session and member key) is
+// the process's: every role of the process shares it, and only this role
+// campaigns. Run returns nil when ctx is cancelled, after resigning, and an
+// error wrapping member.ErrSessionLost if the session expired: the process
+// must then stop, since another coordinator may already act in its place.
+// It neither holds nor closes the registration; the process revokes it once
+// every role has returned, so a successor takes over only after this one
+// resigned.
+func (c *Coordinator) Run(ctx context.Context, reg *member.Registration) error {
+	if reg == nil {
+		return errors.New("coordinator: Run needs the process's member registration")
 	}
-	// Every return from here ends the session, errors included: a live
-	// lease would keep this member listed (and campaigning) after its Run
-	// is over. On the normal paths reg.Run has closed it already.
-	defer reg.Close()
 	elector, err := owner.New(owner.Config{
 		Session:  reg.Session(),
 		Keys:     c.store.Keys(),
-		MemberID: c.cfg.MemberID,
+		MemberID: reg.ID(),
 		Logger:   c.log,
 		Knobs:    owner.Knobs{OnElected: c.cfg.Knobs.OnElected},
 	})
@@ -189,17 +171,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.once.Do(func() { close(c.ready) })
 
 	g, gctx := errgroup.WithContext(ctx)
-	// The election stops first (resigning), then the registration revokes
-	// the lease: the order in which a successor learns it may take over.
-	electionDone := make(chan struct{})
-	g.Go(func() error {
-		defer close(electionDone)
-		return elector.Run(gctx, c.ownerDuty)
-	})
-	g.Go(func() error {
-		<-electionDone
-		return reg.Run(gctx)
-	})
+	g.Go(func() error { return elector.Run(gctx, c.ownerDuty) })
 	g.Go(func() error {
 		// Watch the session independently of the election so a lost
 		// session cancels everything even while the duty is busy.

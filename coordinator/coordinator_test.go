@@ -42,16 +42,24 @@ func startCoordinatorOn(t *testing.T, cli *clientv3.Client, id string) *running 
 	cfg := coordinator.DefaultConfig()
 	cfg.Etcd = cli
 	cfg.ClusterID = "t"
-	cfg.MemberID = id
 	cfg.Addr = "127.0.0.1:1"
-	cfg.SessionTTL = 2 * time.Second
 	cfg.GCInterval = 100 * time.Millisecond
 	cfg.OpenUpstream = openUpstream
 	c, err := coordinator.New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	// As a process does: it owns the member registration, the coordinator
+	// campaigns on it, and the registration is closed once Run returned.
+	reg, err := member.Register(ctx, cli, c.Store().Keys(), member.Config{
+		ID: id, Addr: cfg.Addr, Roles: []string{"coordinator"}, TTL: 2 * time.Second,
+	})
+	require.NoError(t, err)
+	go func() {
+		err := c.Run(ctx, reg)
+		reg.Close()
+		done <- err
+	}()
 	var (
 		once   sync.Once
 		runErr error

@@ -1,7 +1,8 @@
-// Package node assembles one tidestream process: the roles it runs, the
-// etcd it keeps state in (embedded or external), its gRPC and status
-// servers, telemetry and readiness. `cdc server` and `cdc coordinator` are
-// thin flag layers over Run; the in-process test runner calls Run directly.
+// Package node assembles one tidestream process: the roles it runs (Role),
+// the etcd it keeps state in (embedded or external), its member
+// registration, its gRPC and status servers, telemetry and readiness.
+// `cdc server`, `cdc coordinator`, `cdc puller` and `cdc sorter` are thin
+// flag layers over Run; the in-process test runner calls Run directly.
 //
 // It is not responsible for what a role does, only for starting the roles
 // in order, publishing readiness once they are up, and stopping them in the
@@ -30,6 +31,8 @@ import (
 	"github.com/tidestream/tidestream/coordinator"
 	"github.com/tidestream/tidestream/coordinator/control"
 	"github.com/tidestream/tidestream/coordinator/etcdembed"
+	"github.com/tidestream/tidestream/coordinator/member"
+	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/puller/service"
 	"github.com/tidestream/tidestream/services/runtime/health"
@@ -37,12 +40,11 @@ import (
 	"github.com/tidestream/tidestream/services/runtime/server"
 	"github.com/tidestream/tidestream/services/runtime/telemetry"
 	"github.com/tidestream/tidestream/sorter/engine"
-	sorter "github.com/tidestream/tidestream/sorter/service"
 )
 
 // Config is the configuration of one process.
 type Config struct {
-	// Roles run by this process: coordinator, puller.
+	// Roles run by this process: coordinator, puller, sorter.
 	Roles []string
 	// Addr is where the gRPC server (control API, stage streams) listens.
 	// Default 127.0.0.1:8300, the address TiCDC users pass as --server.
@@ -96,7 +98,7 @@ func DefaultConfig() Config {
 		StatusAddr:        "127.0.0.1:8301",
 		DataDir:           "cdc-data",
 		ClusterID:         cc.ClusterID,
-		SessionTTL:        cc.SessionTTL,
+		SessionTTL:        5 * time.Second,
 		GCTTL:             cc.GCTTL,
 	}
 }
@@ -123,6 +125,17 @@ func (c *Config) Validate() error {
 		if r != RoleCoordinator && r != RolePuller && r != RoleSorter {
 			return fmt.Errorf("roles: %q is not available yet (available: %s, %s, %s)", r, RoleCoordinator, RolePuller, RoleSorter)
 		}
+	}
+	if len(c.Roles) == 0 {
+		return errors.New("roles: a process runs at least one role")
+	}
+	if len(c.Etcd) == 0 && !slices.Contains(c.Roles, RoleCoordinator) {
+		// An embedded etcd holds the cluster's state only for the process
+		// that owns it; a stage process alone must join a cluster.
+		return fmt.Errorf("--etcd is required for a %s process: it registers in the cluster's etcd", strings.Join(c.Roles, "+"))
+	}
+	if c.SessionTTL < 2*time.Second || c.SessionTTL > 5*time.Minute {
+		return fmt.Errorf("--session-ttl %s: must be within [2s, 5m]", c.SessionTTL)
 	}
 	if c.SorterMemoryQuota < 16<<20 {
 		return fmt.Errorf("--sorter-memory-quota %d: must be at least 16 MiB", c.SorterMemoryQuota)
@@ -152,19 +165,18 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	embedded  *etcdembed.Server
-	etcd      *clientv3.Client
-	tel       *telemetry.Telemetry
-	checker   *health.Checker
-	grpcSrv   *server.GRPCServer
-	httpSrv   *server.HTTPServer
-	coord     *coordinator.Coordinator
-	puller    *upstreams
-	pullerSvc *service.Service
-	sorter    *sorter.Service
-	sorterDB  *engine.Engine
-	addr      net.Addr
-	status    net.Addr
+	embedded *etcdembed.Server
+	etcd     *clientv3.Client
+	keys     store.Keys
+	tel      *telemetry.Telemetry
+	checker  *health.Checker
+	grpcSrv  *server.GRPCServer
+	httpSrv  *server.HTTPServer
+	coord    *coordinator.Coordinator // nil without the coordinator role
+	roles    []Role
+	addr     net.Addr
+	status   net.Addr
+	advert   string
 }
 
 // Start brings up etcd, binds both listeners and builds the roles; it
@@ -185,6 +197,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 			n.Close()
 		}
 	}()
+	if n.keys, err = store.NewKeys(cfg.ClusterID); err != nil {
+		return nil, fmt.Errorf("--cluster-id: %w", err)
+	}
 	endpoints := cfg.Etcd
 	if len(endpoints) == 0 {
 		ec := etcdembed.DefaultConfig(filepath.Join(cfg.DataDir, "etcd"))
@@ -207,8 +222,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	if n.tel, err = telemetry.New(telemetry.Config{ServiceName: "tidestream", ServiceInstanceID: cfg.MemberID}, log); err != nil {
 		return nil, err
 	}
-	n.checker = health.New(log, "tidestream.v1.ChangefeedService", "tidestream.v1.ClusterService")
 
+	var names []string
+	for _, r := range cfg.Roles {
+		names = append(names, roleServices[r]...)
+	}
+	n.checker = health.New(log, names...)
 	gc := server.DefaultGRPCConfig()
 	gc.Addr = cfg.Addr
 	if n.grpcSrv, err = server.NewGRPCServer(gc, n.checker, log); err != nil {
@@ -220,60 +239,64 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	if n.httpSrv, err = server.NewHTTPServer(hc, mux, log); err != nil {
 		return nil, err
 	}
+	// Bound before the roles are built: the member record and a sorter's
+	// default puller are this process's advertised address.
 	if n.addr, err = n.grpcSrv.Listen(); err != nil {
 		return nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
 	if n.status, err = n.httpSrv.Listen(); err != nil {
 		return nil, fmt.Errorf("--status-addr %s: %w", cfg.StatusAddr, err)
 	}
-	advertise := cfg.AdvertiseAddr
-	if advertise == "" {
-		advertise = n.addr.String()
+	n.advert = cfg.AdvertiseAddr
+	if n.advert == "" {
+		n.advert = n.addr.String()
 	}
-	cc := coordinator.DefaultConfig()
-	cc.Etcd = n.etcd
-	cc.ClusterID = cfg.ClusterID
-	cc.MemberID = cfg.MemberID
-	cc.Addr = advertise
-	cc.Roles = cfg.Roles
-	cc.Version = cfg.Version
-	cc.SessionTTL = cfg.SessionTTL
-	cc.GCTTL = cfg.GCTTL
-	cc.DefaultPDAddrs = cfg.PD
-	cc.OpenUpstream = OpenUpstream(log)
-	cc.Logger = log
-	if n.coord, err = coordinator.New(cc); err != nil {
-		return nil, err
-	}
-	n.coord.RegisterServices(n.grpcSrv.Server())
-	if slices.Contains(cfg.Roles, RolePuller) {
-		n.puller = newUpstreams(cfg.PD, logging.Component(log, "puller"), n.tel.MeterProvider.Meter("tidestream/puller"))
-		if n.pullerSvc, err = service.New(service.Config{
-			Upstreams: n.puller.get, MemoryQuota: cfg.PullerMemoryQuota,
-			Logger: logging.Component(log, "puller"), Meter: n.tel.MeterProvider.Meter("tidestream/puller"),
-		}); err != nil {
+	for _, name := range cfg.Roles {
+		r, err := n.newRole(name)
+		if err != nil {
 			return nil, err
 		}
-		n.pullerSvc.Register(n.grpcSrv.Server())
-	}
-	if slices.Contains(cfg.Roles, RoleSorter) {
-		// The sorter's puller is this process's own PullerService until the
-		// coordinator assigns pipelines across processes.
-		if n.sorterDB, err = engine.Open(engine.Config{
-			Dir: filepath.Join(cfg.DataDir, "sorter"), MemoryQuota: cfg.SorterMemoryQuota,
-			Logger: logging.Component(log, "sorter"), Meter: n.tel.MeterProvider.Meter("tidestream/sorter"),
-		}); err != nil {
-			return nil, fmt.Errorf("sorter: %w", err)
-		}
-		if n.sorter, err = sorter.New(sorter.Config{
-			PullerAddr: advertise, Engine: n.sorterDB,
-			Logger: logging.Component(log, "sorter"), Meter: n.tel.MeterProvider.Meter("tidestream/sorter"),
-		}); err != nil {
-			return nil, err
-		}
-		n.sorter.Register(n.grpcSrv.Server())
+		n.roles = append(n.roles, r)
+		r.Register(n.grpcSrv.Server())
 	}
 	return n, nil
+}
+
+// roleServices are the gRPC services each role serves, the names its
+// readiness is reported under.
+var roleServices = map[string][]string{
+	RoleCoordinator: {"tidestream.v1.ChangefeedService", "tidestream.v1.ClusterService"},
+	RolePuller:      {"tidestream.v1.PullerService"},
+	RoleSorter:      {"tidestream.v1.SorterService"},
+}
+
+// newRole builds the role name names.
+func (n *Node) newRole(name string) (Role, error) {
+	switch name {
+	case RoleCoordinator:
+		cc := coordinator.DefaultConfig()
+		cc.Etcd = n.etcd
+		cc.ClusterID = n.cfg.ClusterID
+		cc.Addr = n.advert
+		cc.Version = n.cfg.Version
+		cc.GCTTL = n.cfg.GCTTL
+		cc.DefaultPDAddrs = n.cfg.PD
+		cc.OpenUpstream = OpenUpstream(n.log)
+		cc.Logger = n.log
+		c, err := coordinator.New(cc)
+		if err != nil {
+			return nil, err
+		}
+		n.coord = c
+		return coordinatorRole{c: c}, nil
+	case RolePuller:
+		return newPullerRole(n)
+	case RoleSorter:
+		// A sorter whose pipelines' routes name no puller pulls from this
+		// process: the puller role of `cdc server`.
+		return newSorterRole(n, n.advert)
+	}
+	return nil, fmt.Errorf("roles: unknown role %q", name)
 }
 
 // OpenUpstream connects to an upstream's PD with the real pd client.
@@ -295,22 +318,74 @@ func (n *Node) StatusAddr() net.Addr { return n.status }
 // Coordinator exposes the coordinator role (tests).
 func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
 
-// Run serves until ctx is cancelled (graceful: readiness drops first, the
-// owner resigns, in-flight RPCs finish, then etcd closes) or a role fails.
-// It releases everything Start acquired before returning.
+// Run registers the process as a member (its roles, its advertised
+// address) on one etcd session, runs every role on it, and serves until ctx
+// is cancelled or a role fails or the session is lost. The stop is ordered:
+// readiness drops, the roles' streams end (Stop), the roles return (the
+// coordinator resigns), then the member registration is revoked, so a
+// successor owner takes over only after this one resigned. It releases
+// everything Start acquired before returning.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
+	reg, err := member.Register(ctx, n.etcd, n.keys, member.Config{
+		ID: n.cfg.MemberID, Addr: n.advert, Roles: n.cfg.Roles, Version: n.cfg.Version,
+		TTL: n.cfg.SessionTTL, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.grpcSrv.Run(gctx) })
 	g.Go(func() error { return n.httpSrv.Run(gctx) })
-	g.Go(func() error { return n.coord.Run(gctx) })
+	rolesDone := make(chan struct{})
 	g.Go(func() error {
-		// Ready only once the member is registered: before that a client
-		// could create a changefeed no owner will ever see.
+		defer close(rolesDone)
+		rg, rctx := errgroup.WithContext(gctx)
+		for _, r := range n.roles {
+			rg.Go(func() error {
+				if err := r.Run(rctx, reg); err != nil {
+					return fmt.Errorf("%s role: %w", r.Name(), err)
+				}
+				return nil
+			})
+		}
+		return rg.Wait()
+	})
+	// The registration outlives the roles: revoking it first would hand
+	// ownership on while this coordinator still acts.
+	g.Go(func() error {
+		<-rolesDone
+		return reg.Run(gctx)
+	})
+	g.Go(func() error {
 		select {
-		case <-n.coord.Ready():
+		case <-reg.Session().Done():
+			if ctx.Err() == nil {
+				return fmt.Errorf("node: %w", member.ErrSessionLost)
+			}
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error {
+		// Ready once the member is registered and, with the coordinator
+		// role, campaigning: before that a client could create a changefeed
+		// no owner will ever see.
+		var ready <-chan struct{}
+		if n.coord != nil {
+			ready = n.coord.Ready()
+		} else {
+			registered := make(chan struct{})
+			close(registered)
+			ready = registered
+		}
+		select {
+		case <-ready:
 			n.checker.SetReady()
-			n.log.Info("tidestream ready", "addr", n.addr.String(), "status_addr", n.status.String(), "member", n.cfg.MemberID, "roles", n.cfg.Roles)
+			n.log.Info("tidestream ready", "addr", n.addr.String(), "advertise", n.advert, "status_addr", n.status.String(),
+				"member", n.cfg.MemberID, "roles", n.cfg.Roles)
 		case <-gctx.Done():
 		}
 		<-gctx.Done()
@@ -321,7 +396,9 @@ func (n *Node) Run(ctx context.Context) error {
 		// so, and the graceful stop running beside this would otherwise
 		// wait for them until its drain deadline. Subscribers get a
 		// transient status and retry elsewhere.
-		n.stopStages()
+		for _, r := range n.roles {
+			r.Stop()
+		}
 		return nil
 	})
 	if n.embedded != nil {
@@ -334,44 +411,24 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
 	}
 	return err
 }
 
-// stopStages ends every open stage stream; both calls are idempotent, and
-// Close makes them again for a Node that never ran.
-func (n *Node) stopStages() {
-	if n.sorter != nil {
-		n.sorter.Close()
-	}
-	if n.pullerSvc != nil {
-		n.pullerSvc.Stop()
-	}
-}
-
-// Close releases the etcd client, telemetry and embedded etcd, in the
-// reverse order of Start. Safe to call more than once.
+// Close releases the roles, the etcd client, telemetry and embedded etcd, in
+// the reverse order of Start. Safe to call more than once.
 func (n *Node) Close() {
-	n.stopStages()
-	if n.sorter != nil {
-		n.sorter.Close()
-		n.sorter = nil
-	}
-	if n.sorterDB != nil {
-		if err := n.sorterDB.Close(); err != nil {
-			n.log.Warn("close sorter engine", "err", err)
+	for i := len(n.roles) - 1; i >= 0; i-- {
+		r := n.roles[i]
+		r.Stop()
+		if err := r.Close(); err != nil {
+			n.log.Warn("close role", "role", r.Name(), "err", err)
 		}
-		n.sorterDB = nil
 	}
-	if n.puller != nil {
-		if err := n.puller.Close(); err != nil {
-			n.log.Warn("close puller", "err", err)
-		}
-		n.puller = nil
-	}
+	n.roles = nil
 	if n.etcd != nil {
 		_ = n.etcd.Close()
 		n.etcd = nil

@@ -1,5 +1,5 @@
 // Command cdc is tidestream's one binary: `cdc server` runs every role in
-// one process, `cdc coordinator` (and later the stage roles) runs one, and
+// one process, `cdc coordinator`, `cdc puller` and `cdc sorter` run one, and
 // `cdc cli changefeed …` / `cdc changefeed …` manage changefeeds with
 // TiCDC's words.
 package main
@@ -75,6 +75,8 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller, node.RoleSorter}),
 		roleCmd("coordinator", "Run the coordinator role: owner election, changefeeds, control API", []string{node.RoleCoordinator}),
+		roleCmd("puller", "Run the puller role alone: TiKV change data for the pipelines routed here (needs --etcd)", []string{node.RolePuller}),
+		roleCmd("sorter", "Run the sorter role alone: sorts the pipelines routed here, pulling from the puller each route names (needs --etcd)", []string{node.RoleSorter}),
 		cliCmd(),
 		cli.NewChangefeedCommand(),
 		versionCmd(),
@@ -98,7 +100,7 @@ func versionCmd() *cobra.Command {
 	}
 }
 
-// roleCmd builds `cdc server` / `cdc coordinator`.
+// roleCmd builds `cdc server` and the one-role commands.
 func roleCmd(use, short string, roles []string) *cobra.Command {
 	cfg := node.DefaultConfig()
 	cfg.Roles = roles
