@@ -15,6 +15,7 @@ require (
 	github.com/tidestream/tidestream/coordinator v0.0.0-00010101000000-000000000000
 	github.com/tidestream/tidestream/proto v0.0.0-00010101000000-000000000000
 	github.com/tidestream/tidestream/puller v0.0.0-00010101000000-000000000000
+	go.etcd.io/etcd/client/v3 v3.6.16
 	google.golang.org/grpc v1.83.2
 )
 
@@ -46,7 +47,6 @@ require (
 	github.com/twmb/murmur3 v1.1.3 // indirect
 	go.etcd.io/etcd/api/v3 v3.6.16 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.6.16 // indirect
-	go.etcd.io/etcd/client/v3 v3.6.16 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.27.1 // indirect
