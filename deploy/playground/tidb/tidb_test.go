@@ -29,14 +29,22 @@ const readyGoal = 15 * time.Second
 
 // freeAddr returns 127.0.0.1 with a port that was free a moment ago (PD and the
 // store need their addresses before they listen).
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct loopback addresses that were free a moment
+// ago. Every listener stays open until all are picked: closed one by one,
+// the kernel may hand the same port out twice (it did: the KV port and PD's
+// etcd collided).
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 // kvWrites counts transactional writes that crossed the KV port, unary or inside
@@ -93,10 +101,11 @@ type cluster struct {
 }
 
 func newCluster(t *testing.T) *cluster {
+	addrs := freeAddrs(t, 2)
 	c := &cluster{
 		dir:    t.TempDir(),
-		kvAddr: freeAddr(t),
-		pdAddr: freeAddr(t),
+		kvAddr: addrs[0],
+		pdAddr: addrs[1],
 		writes: &kvWrites{},
 	}
 	// TiDB's own log is the first thing to read when a test fails;
