@@ -107,6 +107,15 @@ func (c *conn) push(it item) {
 	c.notify(c.wake)
 }
 
+// enqueueError queues an Error for one subscription key, regardless of the
+// quota (TiKV sends errors forced).
+func (c *conn) enqueueError(requestID, regionID uint64, err *cdcpb.Error) {
+	c.enqueueForced(item{size: 64, ev: &cdcpb.Event{
+		RegionId: regionID, RequestId: requestID,
+		Event: &cdcpb.Event_Error{Error: err},
+	}})
+}
+
 // enqueueScan appends scan output, waiting while the connection's scan buffer
 // is full. It returns false once the downstream stopped or the stream ended.
 func (c *conn) enqueueScan(it item) bool {

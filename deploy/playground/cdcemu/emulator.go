@@ -257,11 +257,7 @@ func (e *Emulator) stopDownstream(ds *downstream, err *cdcpb.Error) {
 	}
 	ds.conn.removeSub(ds)
 	if err != nil {
-		ds.conn.enqueueForced(item{ev: &cdcpb.Event{
-			RegionId:  ds.regionID,
-			RequestId: ds.requestID,
-			Event:     &cdcpb.Event_Error{Error: err},
-		}})
+		ds.conn.enqueueError(ds.requestID, ds.regionID, err)
 	}
 }
 

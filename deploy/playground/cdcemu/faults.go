@@ -194,10 +194,7 @@ func (e *Emulator) InjectError(kind string, region uint64, backoffMs uint64) (in
 				e.stopDownstream(ds, mk(ds.regionID))
 				continue
 			}
-			ds.conn.enqueueForced(item{size: 64, ev: &cdcpb.Event{
-				RegionId: ds.regionID, RequestId: ds.requestID,
-				Event: &cdcpb.Event_Error{Error: mk(ds.regionID)},
-			}})
+			ds.conn.enqueueError(ds.requestID, ds.regionID, mk(ds.regionID))
 		}
 	}
 	return n, nil

@@ -35,10 +35,7 @@ func (e *Emulator) register(c *conn, req *cdcpb.ChangeDataRequest) {
 	e.stats.Registers.Add(1)
 	if errEv != nil {
 		e.stats.Errors.Add(1)
-		c.enqueueForced(item{size: 64, ev: &cdcpb.Event{
-			RegionId: req.GetRegionId(), RequestId: req.GetRequestId(),
-			Event: &cdcpb.Event_Error{Error: errEv},
-		}})
+		c.enqueueError(req.GetRequestId(), req.GetRegionId(), errEv)
 		return
 	}
 	e.pendingScans.Add(1)
