@@ -91,12 +91,12 @@ func (c Config) Validate() error {
 // Errors that end a pipeline's run; they are the causes of its context.
 var (
 	// ErrSuperseded ends the streams of a pipeline subscribed again with a
-	// newer epoch.
-	ErrSuperseded = errors.New("sorter service: superseded by a newer epoch")
+	// newer epoch (the stream contract's sentinel).
+	ErrSuperseded = contract.ErrSuperseded
 	// ErrReplaced ends a downstream stream when another subscriber of the
 	// same epoch arrives: one encoder owns a pipeline at a time, and a
 	// reconnect usually means the old stream is already dead.
-	ErrReplaced = errors.New("sorter service: replaced by a new subscriber of the same epoch")
+	ErrReplaced = contract.ErrReplaced
 	// ErrClosed ends everything when the service closes.
 	ErrClosed = errors.New("sorter service: closed")
 
@@ -310,14 +310,16 @@ func (s *Service) Subscribe(req *tidestreamv1.SubscribeRequest, stream grpc.Serv
 	}
 	defer s.detach(st, gen)
 	err = s.serve(ctx, st, req.GetFromTs(), stream)
-	switch cause := context.Cause(ctx); {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(cause, ErrSuperseded), errors.Is(cause, ErrReplaced):
-		// The stream's owner was superseded or replaced: it must stop, not
-		// retry (it used to get ABORTED, which reads as a restart).
-		return contract.Status(contract.Fenced, codes.FailedPrecondition, "sorter: pipeline %d epoch %d: %v", req.GetPipelineId(), req.GetEpoch(), cause)
-	case stream.Context().Err() != nil:
+	}
+	// A superseded or replaced stream's owner must stop, not retry (it used
+	// to get ABORTED, which reads as a restart).
+	key := contract.PipelineKey{Namespace: req.GetNamespace(), Changefeed: req.GetChangefeedId(), Pipeline: req.GetPipelineId()}
+	if fenced := contract.EndedBy("sorter", key, req.GetEpoch(), context.Cause(ctx)); fenced != nil {
+		return fenced
+	}
+	if stream.Context().Err() != nil {
 		return nil // the encoder went away
 	}
 	return toStatus(err)
