@@ -31,11 +31,12 @@ func startPlayground(t *testing.T) *playground {
 	if bin == "" {
 		t.Skip("PLAYGROUND_BIN is not set: `make e2e` builds deploy/playground and sets it")
 	}
-	pg := &playground{sqlAddr: harness.FreeAddr(t), statusAddr: harness.FreeAddr(t), pdAddr: harness.FreeAddr(t)}
+	addrs := harness.FreeAddrs(t, 4)
+	pg := &playground{sqlAddr: addrs[0], statusAddr: addrs[1], pdAddr: addrs[2]}
 	port := func(a string) string { return a[len("127.0.0.1:"):] }
 	p := harness.Start(t, "playground", bin, "--data-dir", t.TempDir(),
 		"--sql-port", port(pg.sqlAddr), "--status-port", port(pg.statusAddr),
-		"--pd-port", port(pg.pdAddr), "--kv-port", port(harness.FreeAddr(t)),
+		"--pd-port", port(pg.pdAddr), "--kv-port", port(addrs[3]),
 		"--resolved-ts-interval", "200ms", "--check-invariants")
 	db, err := sql.Open("mysql", "root@tcp("+pg.sqlAddr+")/")
 	require.NoError(t, err)

@@ -37,6 +37,23 @@ func FreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// FreeAddrs returns n distinct loopback addresses that were free a moment
+// ago, for one process's ports: every listener stays open until all are
+// picked, so the kernel cannot hand the same port out twice.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a port: %v", err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
 // Proc is a process started by a test.
 type Proc struct {
 	Name    string

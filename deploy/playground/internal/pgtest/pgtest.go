@@ -60,15 +60,22 @@ var (
 	buildErr  error
 )
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) int {
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+// Every listener stays open until all are picked: closed one by one, the
+// kernel may hand the same port out twice (PD's and the status port once
+// collided).
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // Playground is a running playground process.
@@ -100,7 +107,8 @@ func Start(t testing.TB, o Options) *Playground {
 	if p.DataDir == "" {
 		p.DataDir = t.TempDir()
 	}
-	p.SQLPort, p.StatusPort, p.PDPort, p.KVPort = FreePort(t), FreePort(t), FreePort(t), FreePort(t)
+	ports := FreePorts(t, 4)
+	p.SQLPort, p.StatusPort, p.PDPort, p.KVPort = ports[0], ports[1], ports[2], ports[3]
 	p.start(Binary(t))
 	t.Cleanup(func() {
 		p.Kill()
