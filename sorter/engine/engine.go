@@ -62,6 +62,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter creates the engine's instruments; nil means no-op.
 	Meter metric.Meter
+	// Knobs lets tests stop the engine at points where production would
+	// only be slow; nil in production.
+	Knobs *TestingKnobs
+}
+
+// TestingKnobs are hooks for tests, in CockroachDB's manner: they stand in
+// for what cannot be produced on demand (a pebble write stall).
+type TestingKnobs struct {
+	// BeforeCommit runs inside Write, after the fence check and before the
+	// batch commits, where a write stall would block.
+	BeforeCommit func(PipelineID)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -111,6 +122,11 @@ type Engine struct {
 	// pending holds, per slot, the key range known to be deleted and not
 	// yet compacted.
 	pending map[uint64]*pendingRange
+	// doomed holds the slots of fenced handles whose keys are still to be
+	// range-deleted. The compactor deletes them, so that resetting or
+	// dropping a pipeline never writes to pebble under mu: a write stall
+	// would hold every caller of the engine behind it.
+	doomed map[uint64]struct{}
 
 	// ops counts calls using db; Close waits for it to reach zero after
 	// setting closing, so pebble is never used after it is closed. A
@@ -185,6 +201,7 @@ func Open(cfg Config) (*Engine, error) {
 		db:       db,
 		pipes:    make(map[PipelineID]*Pipeline),
 		pending:  make(map[uint64]*pendingRange),
+		doomed:   make(map[uint64]struct{}),
 		nextSlot: 1,
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -281,8 +298,9 @@ func (e *Engine) Close() error {
 // Pipeline opens the pipeline at epoch, or returns the handle already open
 // at that epoch (the ingest and serve sides of one pipeline share a handle).
 // A newer epoch fences the current handle (its calls fail with
-// ErrStaleEpoch), range-deletes its data and returns a fresh, empty handle;
-// an older epoch fails with ErrStaleEpoch.
+// ErrStaleEpoch), has its data deleted and returns a fresh, empty handle;
+// an older epoch fails with ErrStaleEpoch. It never waits for pebble or for
+// the old handle's calls in flight.
 func (e *Engine) Pipeline(id PipelineID, epoch uint64) (*Pipeline, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -297,9 +315,7 @@ func (e *Engine) Pipeline(id PipelineID, epoch uint64) (*Pipeline, error) {
 		case epoch < old.epoch:
 			return nil, fmt.Errorf("%w: pipeline %s at epoch %d, asked for %d", ErrStaleEpoch, id, old.epoch, epoch)
 		}
-		if err := e.discardLocked(old); err != nil {
-			return nil, err
-		}
+		e.discardLocked(old)
 		e.log.Info("pipeline reset", "pipeline", id.String(), "old_epoch", old.epoch, "epoch", epoch)
 	}
 	p := newPipeline(e, id, epoch, e.nextSlot)
@@ -308,8 +324,9 @@ func (e *Engine) Pipeline(id PipelineID, epoch uint64) (*Pipeline, error) {
 	return p, nil
 }
 
-// DropPipeline fences the pipeline's handle and deletes its data. Dropping
-// an unknown pipeline is a no-op.
+// DropPipeline fences the pipeline's handle and has its data deleted (in
+// the background: it never waits for pebble). Dropping an unknown pipeline
+// is a no-op.
 func (e *Engine) DropPipeline(id PipelineID) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -321,21 +338,54 @@ func (e *Engine) DropPipeline(id PipelineID) error {
 		return nil
 	}
 	delete(e.pipes, id)
-	return e.discardLocked(p)
+	e.discardLocked(p)
+	return nil
 }
 
-// discardLocked fences p and range-deletes its whole slot. Each epoch gets
-// its own slot, so the new handle can start writing at once and a late
-// write through a fenced handle (impossible after fence, but cheap to rule
-// out) could never land in the live key range.
-func (e *Engine) discardLocked(p *Pipeline) error {
+// discardLocked fences p and dooms its whole slot. Each epoch gets its own
+// slot, so the new handle can start writing at once, and a write through
+// the fenced handle that was already in pebble lands in the dead slot,
+// never in the live key range.
+func (e *Engine) discardLocked(p *Pipeline) {
 	p.fence(ErrStaleEpoch)
-	start, end := slotPrefix(p.slot), slotPrefix(p.slot+1)
-	if err := e.db.DeleteRange(start, end, pebble.NoSync); err != nil {
-		return fmt.Errorf("%w: delete pipeline %s: %w", ErrStorage, p.id, err)
+	e.doomLocked(p.slot)
+}
+
+// doom queues slot's keys for deletion (caller holds no engine lock).
+func (e *Engine) doom(slot uint64) {
+	e.mu.Lock()
+	e.doomLocked(slot)
+	e.mu.Unlock()
+}
+
+func (e *Engine) doomLocked(slot uint64) {
+	e.doomed[slot] = struct{}{}
+	select {
+	case e.kick <- struct{}{}:
+	default:
 	}
-	e.notePendingLocked(p.slot, start, end)
-	return nil
+}
+
+// deleteDoomed range-deletes the doomed slots and hands them to the
+// compaction bookkeeping. A slot that fails stays doomed for the next
+// round.
+func (e *Engine) deleteDoomed() {
+	e.mu.Lock()
+	slots := make([]uint64, 0, len(e.doomed))
+	for slot := range e.doomed {
+		slots = append(slots, slot)
+		delete(e.doomed, slot)
+	}
+	e.mu.Unlock()
+	for _, slot := range slots {
+		start, end := slotPrefix(slot), slotPrefix(slot+1)
+		if err := e.db.DeleteRange(start, end, pebble.NoSync); err != nil {
+			e.log.Warn("delete discarded pipeline data", "slot", slot, "err", err)
+			e.doom(slot)
+			continue
+		}
+		e.notePending(slot, start, end)
+	}
 }
 
 // notePending records a deleted range for the compactor (caller holds no
@@ -390,12 +440,15 @@ func (e *Engine) compactor(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-e.kick:
-			// A kick only matters if a range may have crossed the trigger;
-			// never check more often than once per interval.
+			// Discarded slots are deleted at once; a kick otherwise only
+			// matters if a range may have crossed the trigger, so never
+			// check more often than once per interval.
+			e.deleteDoomed()
 			if time.Since(last) < interval {
 				continue
 			}
 		}
+		e.deleteDoomed()
 		last = time.Now()
 		e.compactPending(ctx, interval)
 	}
@@ -460,7 +513,8 @@ type Stats struct {
 	// DiskBytes is pebble's disk footprint (tables, manifest, obsolete
 	// files not yet deleted).
 	DiskBytes uint64
-	// PendingCompactions counts deleted ranges not yet compacted.
+	// PendingCompactions counts deleted ranges not yet compacted and
+	// discarded pipelines' data not yet deleted.
 	PendingCompactions int
 	Pipelines          []PipelineStats
 }
@@ -492,7 +546,7 @@ func (e *Engine) Stats() Stats {
 	}
 	s.MemoryBytes = s.MemTableBytes + s.BlockCacheBytes
 	e.mu.Lock()
-	s.PendingCompactions = len(e.pending)
+	s.PendingCompactions = len(e.pending) + len(e.doomed)
 	pipes := make([]*Pipeline, 0, len(e.pipes))
 	for _, p := range e.pipes {
 		pipes = append(pipes, p)

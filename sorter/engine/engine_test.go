@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
@@ -352,5 +353,87 @@ func TestConcurrentWriteRead(t *testing.T) {
 	for _, ps := range s.Pipelines[1:] {
 		require.EqualValues(t, rounds*perRound, ps.EventsIn)
 		require.EqualValues(t, rounds*perRound, ps.EventsOut)
+	}
+}
+
+// TestStalledWriteHoldsNoEngineLock stands one pipeline's Write still where
+// a pebble write stall would hold it and checks that the engine goes on for
+// everyone else: opening other pipelines, resetting the stalled one to a new
+// epoch and dropping it. Engine.Pipeline used to fence the old handle under
+// the engine lock by taking the handle's lock, which the stalled Write held,
+// so one slow pipeline blocked every Subscribe of the process. The write
+// that finally commits into the fenced slot must not stay on disk.
+func TestStalledWriteHoldsNoEngineLock(t *testing.T) {
+	stalled := PipelineID{"ns", "cf", 1}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e, err := Open(Config{Dir: t.TempDir(), MemoryQuota: minMemoryQuota, CompactInterval: 20 * time.Millisecond,
+		Knobs: &TestingKnobs{BeforeCommit: func(id PipelineID) {
+			if id == stalled {
+				once.Do(func() { close(entered) })
+				<-release
+			}
+		}}})
+	require.NoError(t, err)
+	var releaseOnce sync.Once
+	unstall := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(func() { unstall(); require.NoError(t, e.Close()) })
+
+	p1, err := e.Pipeline(stalled, 1)
+	require.NoError(t, err)
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- p1.Write([]*tidestreamv1.RawKVEvent{ev(5, 4, "late", 64)}) }()
+	<-entered
+
+	// Each call must return while the write is still stalled.
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			require.NoError(t, err, what)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s blocked behind another pipeline's stalled write", what)
+		}
+	}
+	var p2 *Pipeline
+	within("resetting the stalled pipeline to epoch 2", func() (err error) { p2, err = e.Pipeline(stalled, 2); return err })
+	within("opening another pipeline", func() error {
+		other, err := e.Pipeline(PipelineID{"ns", "cf", 2}, 1)
+		if err != nil {
+			return err
+		}
+		if err := other.Write([]*tidestreamv1.RawKVEvent{ev(7, 6, "k", 8)}); err != nil {
+			return err
+		}
+		other.Resolve(10)
+		_, err = other.Read(0, 10, 0, func(*tidestreamv1.RawKVEvent) error { return nil })
+		return err
+	})
+	within("dropping another pipeline", func() error { return e.DropPipeline(PipelineID{"ns", "cf", 2}) })
+	within("stats", func() error { e.Stats(); return nil })
+
+	unstall()
+	require.ErrorIs(t, <-writeErr, ErrStaleEpoch, "a write that outlived its epoch reports it")
+	p2.Resolve(10)
+	got, _ := readAll(t, p2, 0, 10)
+	require.Empty(t, got, "the old epoch's late write is not in the new epoch")
+
+	// The late write landed in the dead slot after it was deleted; the
+	// engine deletes it again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: slotPrefix(p1.slot), UpperBound: slotPrefix(p1.slot + 1)})
+		require.NoError(t, err)
+		left := it.First()
+		require.NoError(t, it.Close())
+		if !left && e.Stats().PendingCompactions == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fenced epoch's slot still holds data (left=%v) or work is pending: %+v", left, e.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

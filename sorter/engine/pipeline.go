@@ -23,12 +23,13 @@ type Pipeline struct {
 	// process (the directory is wiped on open, so slots need not persist).
 	slot uint64
 
-	// mu orders Write against Ack and fencing (lock order: Engine.mu, then
-	// mu; never take Engine.mu while holding mu): Write holds it shared from
-	// its acked check to its commit, Ack and fence hold it exclusively.
-	// Without it a Write could check acked, an Ack could range-delete, and
-	// the Write could then commit events into the deleted range, where
-	// nothing would ever read or delete them again.
+	// mu orders Write against Ack: Write holds it shared from its acked
+	// check to its commit, Ack exclusively. Without it a Write could check
+	// acked, an Ack could range-delete, and the Write could then commit
+	// events into the deleted range, where nothing would ever read or
+	// delete them again. Nothing holds it while taking Engine.mu, and the
+	// engine never takes it: a Write can sit in a pebble write stall with
+	// mu held, and that must not stop other pipelines (see fence).
 	mu     sync.RWMutex
 	acked  uint64 // guarded by mu
 	fenced atomic.Pointer[error]
@@ -49,12 +50,13 @@ func (p *Pipeline) ID() PipelineID { return p.id }
 // Epoch returns the epoch this handle was opened at.
 func (p *Pipeline) Epoch() uint64 { return p.epoch }
 
-// fence makes every later call on the handle fail with err. It waits for
-// Writes in flight, so once it returns no write of this handle can land.
+// fence makes every later call on the handle fail with err. It does not
+// wait for a Write in flight, which may be stalled in pebble for as long
+// as the disk needs: such a Write may still commit into the handle's slot
+// after the engine deleted it, so Write checks the fence again after its
+// commit and has the slot deleted once more (see Write).
 func (p *Pipeline) fence(err error) {
-	p.mu.Lock()
 	p.fenced.CompareAndSwap(nil, &err)
-	p.mu.Unlock()
 }
 
 func (p *Pipeline) fenceErr() error {
@@ -82,15 +84,36 @@ func (p *Pipeline) Write(events []*tidestreamv1.RawKVEvent) error {
 		return err
 	}
 	defer p.e.release()
+	committed, err := p.write(events)
+	if err != nil {
+		return err
+	}
+	if committed {
+		// A fence that came while this write was in pebble deleted the
+		// slot, perhaps before the commit: the engine deletes it again
+		// after it. Pebble orders the fence's deletion and this commit by
+		// sequence number, so a commit after the deletion always sees the
+		// fence here.
+		if err := p.fenceErr(); err != nil {
+			p.e.doom(p.slot)
+			return err
+		}
+	}
+	return nil
+}
+
+// write commits events under mu (shared) and says whether it committed
+// anything.
+func (p *Pipeline) write(events []*tidestreamv1.RawKVEvent) (bool, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if err := p.fenceErr(); err != nil {
-		return err
+		return false, err
 	}
 	size := 0
 	for _, ev := range events {
 		if err := validateEvent(ev); err != nil {
-			return fmt.Errorf("pipeline %s: %w", p.id, err)
+			return false, fmt.Errorf("pipeline %s: %w", p.id, err)
 		}
 		size += encodedKeyLen(ev) + encodedValueLen(ev) + 16
 	}
@@ -105,22 +128,25 @@ func (p *Pipeline) Write(events []*tidestreamv1.RawKVEvent) error {
 		putKey(op.Key, p.slot, ev)
 		putValue(op.Value, ev)
 		if err := op.Finish(); err != nil {
-			return fmt.Errorf("%w: batch: %w", ErrStorage, err)
+			return false, fmt.Errorf("%w: batch: %w", ErrStorage, err)
 		}
 		n++
 		bytes += int64(eventSize(ev))
 	}
 	if n == 0 {
-		return nil
+		return false, nil
+	}
+	if k := p.e.cfg.Knobs; k != nil && k.BeforeCommit != nil {
+		k.BeforeCommit(p.id)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("%w: commit: %w", ErrStorage, err)
+		return false, fmt.Errorf("%w: commit: %w", ErrStorage, err)
 	}
 	p.eventsIn.Add(n)
 	p.bytesIn.Add(bytes)
 	p.e.metrics.eventsIn.Add(context.Background(), n)
 	p.e.metrics.bytesIn.Add(context.Background(), bytes)
-	return nil
+	return true, nil
 }
 
 // Resolve records the puller's resolved ts: every event with commit ts ≤ ts
@@ -263,8 +289,7 @@ func (p *Pipeline) Ack(ts uint64) error {
 	if err != nil || end == nil {
 		return err
 	}
-	// Outside p.mu: the lock order is engine.mu before Pipeline.mu
-	// (Engine.Pipeline fences under engine.mu).
+	// Outside p.mu, which is never held while taking Engine.mu.
 	p.e.notePending(p.slot, slotPrefix(p.slot), end)
 	return nil
 }

@@ -397,10 +397,9 @@ func (s *Service) detach(st *pipeState, gen uint64) {
 	st.idleTimer = time.AfterFunc(s.cfg.IdleTimeout, func() { s.expire(st, gen) })
 }
 
-// expire stops an unsubscribed pipeline's upstream and drops its data. It
-// runs under Service.mu and waits for the upstream goroutine to end before
-// dropping, so a Subscribe racing with it either finds the pipeline alive or
-// finds it dropped and rebuilds it, never a half-dropped one.
+// expire stops an unsubscribed pipeline's upstream and drops its data. A
+// Subscribe racing with it either finds the pipeline alive or finds it
+// dropped and rebuilds it from its own from_ts.
 func (s *Service) expire(st *pipeState, gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -413,6 +412,15 @@ func (s *Service) expire(st *pipeState, gen uint64) {
 }
 
 // stopLocked ends st's upstream run and downstream and drops its data.
+//
+// It does not wait for the upstream goroutine: that goroutine may sit in
+// an engine write stalled on the disk, and Service.mu is held here, so
+// waiting would stall every Subscribe and Ack of the process behind one
+// pipeline. Not waiting is safe because the goroutine can do no harm once
+// cancelled: the engine fences its handle (a newer epoch's Pipeline call, or
+// DropPipeline here), so a write it has in flight fails and lands nowhere
+// anyone reads, and the next attach starts a new run on a new handle.
+// Close still waits for every run.
 func (s *Service) stopLocked(st *pipeState, cause error) {
 	st.stopIdleTimer()
 	if st.downStop != nil {
@@ -421,10 +429,11 @@ func (s *Service) stopLocked(st *pipeState, cause error) {
 	}
 	if st.run != nil {
 		st.run.cancel(cause)
-		<-st.run.done
+		st.run = nil
 	}
 	if st.pipe != nil && !errors.Is(cause, ErrSuperseded) {
-		// A newer epoch resets the data itself when it opens the pipeline.
+		// A newer epoch fences and resets the data itself when it opens
+		// the pipeline.
 		if err := s.cfg.Engine.DropPipeline(st.id); err != nil {
 			s.log.Warn("drop pipeline", "pipeline", st.id.Pipeline, "epoch", st.epoch, "err", err)
 		}

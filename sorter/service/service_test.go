@@ -77,7 +77,12 @@ type rig struct {
 
 func newRig(t testing.TB, fp *fakePuller, quota int64, tune func(*Config)) *rig {
 	t.Helper()
-	eng, err := engine.Open(engine.Config{Dir: t.TempDir(), MemoryQuota: quota, CompactInterval: 100 * time.Millisecond})
+	return newRigKnobs(t, fp, quota, nil, tune)
+}
+
+func newRigKnobs(t testing.TB, fp *fakePuller, quota int64, knobs *engine.TestingKnobs, tune func(*Config)) *rig {
+	t.Helper()
+	eng, err := engine.Open(engine.Config{Dir: t.TempDir(), MemoryQuota: quota, CompactInterval: 100 * time.Millisecond, Knobs: knobs})
 	require.NoError(t, err)
 	up := serveBufconn(t, func(g *grpc.Server) { tidestreamv1.RegisterPullerServiceServer(g, fp) })
 	cfg := Config{Upstream: tidestreamv1.NewPullerServiceClient(up), Engine: eng,
@@ -660,4 +665,79 @@ func TestEventBelowResolvedFailsThePipeline(t *testing.T) {
 	}
 	require.Len(t, c.got, 1, "the event before the breach was delivered")
 	require.Len(t, fp.requests(), 1, "a breach is not retried in place")
+}
+
+// TestStalledPipelineBlocksNoOtherSubscribe stands pipeline 1's engine
+// write still, as a pebble write stall would, and supersedes it with a
+// newer epoch: the service used to wait for that pipeline's upstream
+// goroutine under the service-wide lock, so every other Subscribe and Ack
+// of the process waited for one slow pipeline's disk.
+func TestStalledPipelineBlocksNoOtherSubscribe(t *testing.T) {
+	stalled := engine.PipelineID{Namespace: "default", Changefeed: "cf", Pipeline: 1}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var enterOnce, releaseOnce sync.Once
+	knobs := &engine.TestingKnobs{BeforeCommit: func(id engine.PipelineID) {
+		if id != stalled {
+			return
+		}
+		first := false
+		enterOnce.Do(func() { first = true; close(entered) })
+		if first {
+			<-release
+		}
+	}}
+	fp := &fakePuller{gen: endless(10, 10, nil)}
+	rg := newRigKnobs(t, fp, 16<<20, knobs, nil)
+	// Registered after the rig's cleanups, so it runs before them.
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	old, err := rg.client.Subscribe(ctx, subReq(1, 1, 100))
+	require.NoError(t, err)
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("pipeline 1 never wrote")
+	}
+
+	// Each of these must finish while pipeline 1's first write is stalled.
+	within := func(what string, f func(ctx context.Context) error) {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		err := f(wctx)
+		if wctx.Err() != nil {
+			t.Fatalf("%s blocked behind pipeline 1's stalled write: %v", what, err)
+		}
+		require.NoError(t, err, what)
+	}
+	within("a newer epoch of the stalled pipeline", func(ctx context.Context) error {
+		st, err := rg.client.Subscribe(ctx, subReq(1, 2, 100))
+		if err == nil {
+			_, err = st.Recv()
+		}
+		return err
+	})
+	within("another pipeline's stream", func(ctx context.Context) error {
+		st, err := rg.client.Subscribe(ctx, subReq(2, 1, 100))
+		if err != nil {
+			return err
+		}
+		for {
+			b, err := st.Recv()
+			if err != nil {
+				return err
+			}
+			if b.ResolvedTs > 200 {
+				return nil
+			}
+		}
+	})
+	within("another pipeline's ack", func(ctx context.Context) error {
+		_, err := rg.client.Ack(ctx, &tidestreamv1.PipelineProgress{ChangefeedId: "cf", PipelineId: 2, Epoch: 1, CheckpointTs: 150})
+		return err
+	})
+	_, err = old.Recv()
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "the superseded stream is fenced: %v", err)
 }
