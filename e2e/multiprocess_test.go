@@ -21,9 +21,12 @@ import (
 func startRole(t *testing.T, role, id, etcd, pd string) (*harness.Proc, string) {
 	t.Helper()
 	addr := harness.FreeAddr(t)
-	p := harness.Start(t, id, harness.CDC(t), role,
-		"--etcd", etcd, "--member-id", id, "--cluster-id", "multi", "--pd", pd,
-		"--addr", addr, "--status-addr", harness.FreeAddr(t), "--data-dir", t.TempDir(), "--session-ttl", "3s")
+	args := []string{role, "--etcd", etcd, "--member-id", id, "--cluster-id", "multi",
+		"--addr", addr, "--status-addr", harness.FreeAddr(t), "--data-dir", t.TempDir(), "--session-ttl", "3s"}
+	if role != "sorter" {
+		args = append(args, "--pd", pd) // a sorter reads no PD and has no such flag
+	}
+	p := harness.Start(t, id, harness.CDC(t), args...)
 	harness.WaitServing(t, p, addr, 60*time.Second)
 	return p, addr
 }

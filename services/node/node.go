@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -59,7 +60,9 @@ type Config struct {
 	// Etcd lists external etcd endpoints; empty runs an embedded etcd
 	// under DataDir.
 	Etcd []string
-	// PD is the default upstream for changefeeds created without --pd.
+	// PD is the default upstream: of changefeeds created without --pd
+	// (coordinator role) and of subscriptions whose route names no PD
+	// (puller role). Only processes with one of those roles take the flag.
 	PD []string
 	// ClusterID separates tidestream clusters sharing an etcd.
 	ClusterID string
@@ -68,16 +71,14 @@ type Config struct {
 	MemberID string
 	// SessionTTL is the etcd session (lease) TTL.
 	SessionTTL time.Duration
-	// GCTTL is TiCDC's gc-ttl.
-	GCTTL time.Duration
 	// Version is the binary's version.
 	Version string
-	// PullerMemoryQuota bounds the event bytes the puller role holds
-	// between TiKV and its subscribers.
-	PullerMemoryQuota int64
-	// SorterMemoryQuota bounds the sorter role's pebble memory (memtables,
-	// block cache, iterators); beyond it events live on disk under DataDir.
-	SorterMemoryQuota int64
+
+	// Per-role settings; each is read, flagged and validated only when
+	// its role is in Roles.
+	Coordinator CoordinatorConfig
+	Puller      PullerConfig
+	Sorter      SorterConfig
 }
 
 // Roles.
@@ -91,43 +92,65 @@ const (
 func DefaultConfig() Config {
 	cc := coordinator.DefaultConfig()
 	return Config{
-		Roles:             []string{RoleCoordinator},
-		PullerMemoryQuota: service.DefaultMemoryQuota,
-		SorterMemoryQuota: engine.DefaultMemoryQuota,
-		Addr:              "127.0.0.1:8300",
-		StatusAddr:        "127.0.0.1:8301",
-		DataDir:           "cdc-data",
-		ClusterID:         cc.ClusterID,
-		SessionTTL:        5 * time.Second,
-		GCTTL:             cc.GCTTL,
+		Roles:       []string{RoleCoordinator},
+		Addr:        "127.0.0.1:8300",
+		StatusAddr:  "127.0.0.1:8301",
+		DataDir:     "cdc-data",
+		ClusterID:   cc.ClusterID,
+		SessionTTL:  5 * time.Second,
+		Coordinator: CoordinatorConfig{GCTTL: cc.GCTTL},
+		Puller:      PullerConfig{MemoryQuota: service.DefaultMemoryQuota},
+		Sorter:      SorterConfig{MemoryQuota: engine.DefaultMemoryQuota},
 	}
 }
 
-// AddFlags registers the process flags on fs.
+// AddFlags registers on fs the process flags and the flags of the roles in
+// c.Roles (set Roles first).
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "host:port of the gRPC server (control API and stage streams)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address other processes use to reach --addr (default: --addr)")
 	fs.StringVar(&c.StatusAddr, "status-addr", c.StatusAddr, "host:port of the status HTTP server (/metrics, /healthz, /readyz)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for local state (embedded etcd, sorter spill)")
 	fs.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "external etcd endpoints, comma-separated (default: embedded etcd in --data-dir)")
-	fs.StringSliceVar(&c.PD, "pd", c.PD, "default upstream PD endpoints for changefeeds created without --pd")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "tidestream cluster id (separates clusters sharing one etcd)")
 	fs.StringVar(&c.MemberID, "member-id", c.MemberID, "member id (default: a new UUID per start)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "etcd session TTL: how fast a dead process's ownership is taken over")
-	fs.DurationVar(&c.GCTTL, "gc-ttl", c.GCTTL, "how long upstream data is kept for a changefeed that stops progressing")
-	fs.Int64Var(&c.PullerMemoryQuota, "puller-memory-quota", c.PullerMemoryQuota, "bytes of change events the puller role may hold in memory for its subscribers")
-	fs.Int64Var(&c.SorterMemoryQuota, "sorter-memory-quota", c.SorterMemoryQuota, "bytes of memory the sorter role's pebble may use; beyond it events spill to --data-dir")
+	if c.usesPD() {
+		fs.StringSliceVar(&c.PD, "pd", c.PD, "default upstream PD endpoints, for changefeeds created without --pd and routes that name none")
+	}
+	for _, spec := range roleSpecs() {
+		if slices.Contains(c.Roles, spec.name) {
+			spec.addFlags(c, fs)
+		}
+	}
+}
+
+func (c *Config) usesPD() bool {
+	return slices.Contains(c.Roles, RoleCoordinator) || slices.Contains(c.Roles, RolePuller)
 }
 
 // Validate checks the config; errors name the flag.
-func (c *Config) Validate() error {
-	for _, r := range c.Roles {
-		if r != RoleCoordinator && r != RolePuller && r != RoleSorter {
-			return fmt.Errorf("roles: %q is not available yet (available: %s, %s, %s)", r, RoleCoordinator, RolePuller, RoleSorter)
-		}
-	}
+func (c *Config) Validate() error { return c.validate(roleSpecs()) }
+
+func (c *Config) validate(specs []roleSpec) error {
 	if len(c.Roles) == 0 {
 		return errors.New("roles: a process runs at least one role")
+	}
+	var names []string
+	for _, spec := range specs {
+		names = append(names, spec.name)
+	}
+	for i, r := range c.Roles {
+		j := slices.Index(names, r)
+		if j < 0 {
+			return fmt.Errorf("roles: %q is not available yet (available: %s)", r, strings.Join(names, ", "))
+		}
+		if slices.Index(c.Roles, r) != i {
+			return fmt.Errorf("roles: %q is named twice", r)
+		}
+		if err := specs[j].validate(c); err != nil {
+			return err
+		}
 	}
 	if len(c.Etcd) == 0 && !slices.Contains(c.Roles, RoleCoordinator) {
 		// An embedded etcd holds the cluster's state only for the process
@@ -136,12 +159,6 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTTL < 2*time.Second || c.SessionTTL > 5*time.Minute {
 		return fmt.Errorf("--session-ttl %s: must be within [2s, 5m]", c.SessionTTL)
-	}
-	if c.SorterMemoryQuota < 16<<20 {
-		return fmt.Errorf("--sorter-memory-quota %d: must be at least 16 MiB", c.SorterMemoryQuota)
-	}
-	if c.PullerMemoryQuota <= 0 {
-		return fmt.Errorf("--puller-memory-quota %d: must be positive", c.PullerMemoryQuota)
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("--addr %q: %w", c.Addr, err)
@@ -173,7 +190,8 @@ type Node struct {
 	grpcSrv  *server.GRPCServer
 	httpSrv  *server.HTTPServer
 	coord    *coordinator.Coordinator // nil without the coordinator role
-	roles    []Role
+	specs    []roleSpec               // of the roles in cfg.Roles, in that order
+	roles    []Role                   // built from specs, same order
 	addr     net.Addr
 	status   net.Addr
 	advert   string
@@ -183,8 +201,14 @@ type Node struct {
 // returns with nothing serving yet, so bind and configuration errors are
 // reported before Run. Close releases what Start acquired if Run is never
 // called.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err error) {
-	if err := cfg.Validate(); err != nil {
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
+	return start(ctx, cfg, log, roleSpecs())
+}
+
+// start is Start with the role table as a parameter, so tests can add a
+// role.
+func start(ctx context.Context, cfg Config, log *slog.Logger, specs []roleSpec) (_ *Node, err error) {
+	if err := cfg.validate(specs); err != nil {
 		return nil, err
 	}
 	log = logging.OrDiscard(log)
@@ -224,8 +248,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	}
 
 	var names []string
-	for _, r := range cfg.Roles {
-		names = append(names, roleServices[r]...)
+	for _, name := range cfg.Roles {
+		spec := specs[slices.IndexFunc(specs, func(s roleSpec) bool { return s.name == name })]
+		n.specs = append(n.specs, spec)
+		names = append(names, spec.services...)
 	}
 	n.checker = health.New(log, names...)
 	gc := server.DefaultGRPCConfig()
@@ -251,10 +277,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	if n.advert == "" {
 		n.advert = n.addr.String()
 	}
-	for _, name := range cfg.Roles {
-		r, err := n.newRole(name)
+	for _, spec := range n.specs {
+		r, err := spec.build(n)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s role: %w", spec.name, err)
 		}
 		n.roles = append(n.roles, r)
 		r.Register(n.grpcSrv.Server())
@@ -262,42 +288,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Node, err erro
 	return n, nil
 }
 
-// roleServices are the gRPC services each role serves, the names its
-// readiness is reported under.
-var roleServices = map[string][]string{
-	RoleCoordinator: {"tidestream.v1.ChangefeedService", "tidestream.v1.ClusterService"},
-	RolePuller:      {"tidestream.v1.PullerService"},
-	RoleSorter:      {"tidestream.v1.SorterService"},
-}
-
-// newRole builds the role name names.
-func (n *Node) newRole(name string) (Role, error) {
-	switch name {
-	case RoleCoordinator:
-		cc := coordinator.DefaultConfig()
-		cc.Etcd = n.etcd
-		cc.ClusterID = n.cfg.ClusterID
-		cc.Addr = n.advert
-		cc.Version = n.cfg.Version
-		cc.GCTTL = n.cfg.GCTTL
-		cc.DefaultPDAddrs = n.cfg.PD
-		cc.OpenUpstream = OpenUpstream(n.log)
-		cc.Logger = n.log
-		c, err := coordinator.New(cc)
-		if err != nil {
-			return nil, err
-		}
-		n.coord = c
-		return coordinatorRole{c: c}, nil
-	case RolePuller:
-		return newPullerRole(n)
-	case RoleSorter:
-		// A sorter whose pipelines' routes name no puller pulls from this
-		// process: the puller role of `cdc server`.
-		return newSorterRole(n, n.advert)
-	}
-	return nil, fmt.Errorf("roles: unknown role %q", name)
-}
+func (n *Node) hasRole(name string) bool { return slices.Contains(n.cfg.Roles, name) }
 
 // OpenUpstream connects to an upstream's PD with the real pd client.
 func OpenUpstream(log *slog.Logger) control.UpstreamOpener {
@@ -340,12 +331,22 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.grpcSrv.Run(gctx) })
 	g.Go(func() error { return n.httpSrv.Run(gctx) })
 	rolesDone := make(chan struct{})
+	readyRoles := make(chan string, len(n.roles))
 	g.Go(func() error {
 		defer close(rolesDone)
 		rg, rctx := errgroup.WithContext(gctx)
-		for _, r := range n.roles {
+		for i, r := range n.roles {
+			var once sync.Once
+			env := Env{Reg: reg, Ready: func() {
+				once.Do(func() {
+					for _, svc := range n.specs[i].services {
+						_ = n.checker.SetServiceStatus(svc, true) // a known name; ignored once draining
+					}
+					readyRoles <- r.Name()
+				})
+			}}
 			rg.Go(func() error {
-				if err := r.Run(rctx, reg); err != nil {
+				if err := r.Run(rctx, env); err != nil {
 					return fmt.Errorf("%s role: %w", r.Name(), err)
 				}
 				return nil
@@ -370,23 +371,21 @@ func (n *Node) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		// Ready once the member is registered and, with the coordinator
-		// role, campaigning: before that a client could create a changefeed
-		// no owner will ever see.
-		var ready <-chan struct{}
-		if n.coord != nil {
-			ready = n.coord.Ready()
-		} else {
-			registered := make(chan struct{})
-			close(registered)
-			ready = registered
+		// Each role's services turn SERVING as that role says it serves
+		// (Env.Ready); the process is ready, overall and on /readyz, once
+		// every role is.
+		for ready := 0; ready < len(n.roles) && gctx.Err() == nil; {
+			select {
+			case name := <-readyRoles:
+				ready++
+				n.log.Info("role ready", "role", name)
+			case <-gctx.Done():
+			}
 		}
-		select {
-		case <-ready:
+		if gctx.Err() == nil {
 			n.checker.SetReady()
 			n.log.Info("tidestream ready", "addr", n.addr.String(), "advertise", n.advert, "status_addr", n.status.String(),
 				"member", n.cfg.MemberID, "roles", n.cfg.Roles)
-		case <-gctx.Done():
 		}
 		<-gctx.Done()
 		// First thing on stop: stop being advertised, so load balancers

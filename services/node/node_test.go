@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
@@ -31,13 +32,7 @@ func freeAddr(t *testing.T) string {
 // order and releases everything: Run returns nil, the member key is gone
 // with the lease, and no goroutine is left (TestMain).
 func TestRolesRunOnOneMemberAndStopCleanly(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Roles = []string{RoleCoordinator, RolePuller, RoleSorter}
-	cfg.Addr, cfg.StatusAddr = freeAddr(t), freeAddr(t)
-	cfg.DataDir = t.TempDir()
-	cfg.MemberID = "node-test"
-	cfg.ClusterID = "nodetest"
-	cfg.SessionTTL = 2 * time.Second
+	cfg := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n, err := Start(ctx, cfg, nil)
@@ -45,14 +40,10 @@ func TestRolesRunOnOneMemberAndStopCleanly(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
 
-	cc, err := grpc.NewClient(n.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer cc.Close()
-	hc := healthpb.NewHealthClient(cc)
+	hc := healthClient(t, n)
 	require.Eventually(t, func() bool {
 		for _, svc := range []string{"", "tidestream.v1.ChangefeedService", "tidestream.v1.PullerService", "tidestream.v1.SorterService"} {
-			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-			if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			if servingStatus(ctx, hc, svc) != healthpb.HealthCheckResponse_SERVING {
 				return false
 			}
 		}
@@ -79,6 +70,134 @@ func TestRolesRunOnOneMemberAndStopCleanly(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	t.Logf("Run returned %v after cancel", time.Since(began).Round(time.Millisecond))
+}
+
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Roles = []string{RoleCoordinator, RolePuller, RoleSorter}
+	cfg.Addr, cfg.StatusAddr = freeAddr(t), freeAddr(t)
+	cfg.DataDir = t.TempDir()
+	cfg.MemberID = "node-test"
+	cfg.ClusterID = "nodetest"
+	cfg.SessionTTL = 2 * time.Second
+	return cfg
+}
+
+func healthClient(t *testing.T, n *Node) healthpb.HealthClient {
+	cc, err := grpc.NewClient(n.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close() })
+	return healthpb.NewHealthClient(cc)
+}
+
+func servingStatus(ctx context.Context, hc healthpb.HealthClient, svc string) healthpb.HealthCheckResponse_ServingStatus {
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN
+	}
+	return resp.Status
+}
+
+// gateRole is ready only when its gate opens.
+type gateRole struct{ gate chan struct{} }
+
+func (gateRole) Name() string          { return "gate" }
+func (gateRole) Register(*grpc.Server) {}
+func (r gateRole) Run(ctx context.Context, env Env) error {
+	select {
+	case <-r.gate:
+		env.Ready()
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
+}
+func (gateRole) Stop()        {}
+func (gateRole) Close() error { return nil }
+
+// Readiness is per role: each role's services turn SERVING when that role
+// is ready, whatever the others do, and the process (overall status) only
+// when all are.
+func TestReadinessIsPerRole(t *testing.T) {
+	gate := make(chan struct{})
+	specs := append(roleSpecs(), roleSpec{
+		name: "gate", services: []string{"test.Gate"},
+		addFlags: func(*Config, *pflag.FlagSet) {}, validate: func(*Config) error { return nil },
+		build: func(*Node) (Role, error) { return gateRole{gate: gate}, nil },
+	})
+	cfg := testConfig(t)
+	cfg.Roles = append(cfg.Roles, "gate")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n, err := start(ctx, cfg, nil, specs)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	hc := healthClient(t, n)
+	require.Eventually(t, func() bool {
+		for _, svc := range []string{"tidestream.v1.ChangefeedService", "tidestream.v1.PullerService", "tidestream.v1.SorterService"} {
+			if servingStatus(ctx, hc, svc) != healthpb.HealthCheckResponse_SERVING {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "the ready roles' services SERVING while another role is not ready")
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, servingStatus(ctx, hc, "test.Gate"))
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, servingStatus(ctx, hc, ""), "the process is not ready while a role is not")
+
+	close(gate)
+	require.Eventually(t, func() bool {
+		return servingStatus(ctx, hc, "") == healthpb.HealthCheckResponse_SERVING &&
+			servingStatus(ctx, hc, "test.Gate") == healthpb.HealthCheckResponse_SERVING
+	}, 30*time.Second, 50*time.Millisecond, "ready once every role is")
+}
+
+// A process takes the flags of its roles only, and validates only those.
+func TestFlagsAndValidationArePerRole(t *testing.T) {
+	flags := func(roles ...string) *pflag.FlagSet {
+		cfg := DefaultConfig()
+		cfg.Roles = roles
+		fs := pflag.NewFlagSet("cdc", pflag.ContinueOnError)
+		cfg.AddFlags(fs)
+		return fs
+	}
+	has := func(fs *pflag.FlagSet, name string) bool { return fs.Lookup(name) != nil }
+	server := flags(RoleCoordinator, RolePuller, RoleSorter)
+	for _, f := range []string{"addr", "etcd", "pd", "gc-ttl", "puller-memory-quota", "sorter-memory-quota"} {
+		require.True(t, has(server, f), "cdc server --%s", f)
+	}
+	puller := flags(RolePuller)
+	require.True(t, has(puller, "pd"))
+	require.True(t, has(puller, "puller-memory-quota"))
+	require.False(t, has(puller, "sorter-memory-quota"))
+	require.False(t, has(puller, "gc-ttl"))
+	sorter := flags(RoleSorter)
+	require.True(t, has(sorter, "sorter-memory-quota"))
+	require.False(t, has(sorter, "pd"), "a sorter reads no PD")
+	require.ErrorContains(t, sorter.Parse([]string{"--gc-ttl=1h"}), "unknown flag: --gc-ttl")
+	coord := flags(RoleCoordinator)
+	require.True(t, has(coord, "gc-ttl"))
+	require.False(t, has(coord, "puller-memory-quota"))
+
+	cfg := DefaultConfig()
+	cfg.Roles = []string{RolePuller}
+	cfg.Etcd = []string{"http://127.0.0.1:2379"}
+	cfg.Sorter.MemoryQuota = 1          // not this process's role: not checked
+	cfg.Coordinator.GCTTL = time.Second // nor this
+	require.NoError(t, cfg.Validate())
+	cfg.Puller.MemoryQuota = 0
+	require.ErrorContains(t, cfg.Validate(), "--puller-memory-quota")
+	cfg.Roles = []string{RoleSorter}
+	require.ErrorContains(t, cfg.Validate(), "--sorter-memory-quota")
+	cfg.Roles = []string{RoleCoordinator}
+	require.ErrorContains(t, cfg.Validate(), "--gc-ttl")
+	cfg.Roles = []string{RoleSorter, RoleSorter}
+	cfg.Sorter.MemoryQuota = 64 << 20
+	require.ErrorContains(t, cfg.Validate(), "named twice")
+	cfg.Roles = []string{"encoder"}
+	require.ErrorContains(t, cfg.Validate(), `"encoder" is not available yet`)
 }
 
 // A process without the coordinator role must be pointed at the cluster's
