@@ -34,6 +34,7 @@ import (
 	"github.com/tidestream/tidestream/deploy/playground/internal/feedclient"
 	"github.com/tidestream/tidestream/deploy/playground/internal/pgtest"
 	pd "github.com/tikv/pd/client"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -903,7 +904,12 @@ func tail(b []byte, n int) string {
 // otherwise print every TSO stream event into the test output.
 func TestMain(m *testing.M) {
 	pinglog.SetLevel(zapcore.ErrorLevel)
-	os.Exit(m.Run())
+	// glog's and OpenCensus's daemons start in their init (linked through
+	// TiDB's packages this test decodes with) and never stop.
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
 }
 
 // BenchmarkSyntheticSource measures the rate the synthetic source sustains
