@@ -325,8 +325,12 @@ func TestScanRealtimeAndResolvedTs(t *testing.T) {
 			t.Fatal("row outside observed range delivered")
 		}
 	}
-	if f.rts[0].RequestId != 7 {
-		t.Fatalf("multiplexed resolved ts carries request id %d", f.rts[0].RequestId)
+	// The receiver goroutine still appends to rts: read it under the lock.
+	f.mu.Lock()
+	firstReq := f.rts[0].RequestId
+	f.mu.Unlock()
+	if firstReq != 7 {
+		t.Fatalf("multiplexed resolved ts carries request id %d", firstReq)
 	}
 }
 
