@@ -8,34 +8,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pingcap/kvproto/pkg/cdcpb"
-	"github.com/pingcap/kvproto/pkg/kvrpcpb"
-	"github.com/pingcap/kvproto/pkg/metapb"
 	"github.com/pingcap/tidb/pkg/meta/model"
 	"github.com/pingcap/tidb/pkg/tablecodec"
-	"github.com/pingcap/tidb/pkg/util/codec"
 	"github.com/stretchr/testify/require"
 	"github.com/tikv/client-go/v2/config"
-	"github.com/tikv/client-go/v2/tikv"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tidestream/tidestream/encoder/internal/pgtest"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
 // TestSnapshotAgainstTiDB builds a snapshot through client-go against a real
 // TiDB (the playground) and checks it against information_schema, then
 // checks that a DDL after S is invisible at S and visible at a later ts.
 func TestSnapshotAgainstTiDB(t *testing.T) {
-	pg := startPlayground(t)
+	pg := pgtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	db, err := dialSQL(pg.sqlAddr)
-	require.NoError(t, err)
-	defer db.Close()
+	db := pg.DB(t, nil)
 	exec := func(q string) {
 		t.Helper()
-		_, err := db.query(q)
-		require.NoError(t, err, q)
+		pgtest.Exec(t, db, q)
 	}
 	for _, q := range []string{
 		"CREATE DATABASE s1",
@@ -58,7 +51,7 @@ func TestSnapshotAgainstTiDB(t *testing.T) {
 		exec(q)
 	}
 
-	cli, err := OpenStore(ctx, []string{pg.pdAddr}, config.Security{})
+	cli, err := OpenStore(ctx, []string{pg.PDAddr}, config.Security{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, cli.Close()) }()
 
@@ -71,9 +64,7 @@ func TestSnapshotAgainstTiDB(t *testing.T) {
 
 	// Databases: every one information_schema lists, system ones included.
 	var wantDBs, gotDBs []string
-	rows, err := db.query("SELECT SCHEMA_NAME FROM information_schema.schemata")
-	require.NoError(t, err)
-	for _, r := range rows {
+	for _, r := range pgtest.Strings(t, db, "SELECT SCHEMA_NAME FROM information_schema.schemata") {
 		if r[0] == "INFORMATION_SCHEMA" || r[0] == "PERFORMANCE_SCHEMA" || r[0] == "METRICS_SCHEMA" {
 			continue // memory tables, not in meta
 		}
@@ -90,10 +81,8 @@ func TestSnapshotAgainstTiDB(t *testing.T) {
 		id                 int64
 	}
 	var want, got []tbl
-	rows, err = db.query("SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TIDB_TABLE_ID FROM information_schema.tables " +
-		"WHERE TABLE_SCHEMA NOT IN ('mysql','sys','INFORMATION_SCHEMA','PERFORMANCE_SCHEMA','METRICS_SCHEMA')")
-	require.NoError(t, err)
-	for _, r := range rows {
+	for _, r := range pgtest.Strings(t, db, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TIDB_TABLE_ID FROM information_schema.tables "+
+		"WHERE TABLE_SCHEMA NOT IN ('mysql','sys','INFORMATION_SCHEMA','PERFORMANCE_SCHEMA','METRICS_SCHEMA')") {
 		id, err := strconv.ParseInt(r[3], 10, 64)
 		require.NoError(t, err)
 		kind := "table"
@@ -125,10 +114,8 @@ func TestSnapshotAgainstTiDB(t *testing.T) {
 		id          int64
 	}
 	var wantParts, gotParts []part
-	rows, err = db.query("SELECT TABLE_NAME, PARTITION_NAME, TIDB_PARTITION_ID FROM information_schema.partitions " +
-		"WHERE TABLE_SCHEMA IN ('s1','s2') AND PARTITION_NAME IS NOT NULL")
-	require.NoError(t, err)
-	for _, r := range rows {
+	for _, r := range pgtest.Strings(t, db, "SELECT TABLE_NAME, PARTITION_NAME, TIDB_PARTITION_ID FROM information_schema.partitions "+
+		"WHERE TABLE_SCHEMA IN ('s1','s2') AND PARTITION_NAME IS NOT NULL") {
 		id, err := strconv.ParseInt(r[2], 10, 64)
 		require.NoError(t, err)
 		wantParts = append(wantParts, part{r[0], r[1], id})
@@ -146,8 +133,7 @@ func TestSnapshotAgainstTiDB(t *testing.T) {
 	require.Len(t, gotParts, 8)
 
 	// Columns of one table, in order.
-	rows, err = db.query("SELECT COLUMN_NAME FROM information_schema.columns WHERE TABLE_SCHEMA='s1' AND TABLE_NAME='a' ORDER BY ORDINAL_POSITION")
-	require.NoError(t, err)
+	rows := pgtest.Strings(t, db, "SELECT COLUMN_NAME FROM information_schema.columns WHERE TABLE_SCHEMA='s1' AND TABLE_NAME='a' ORDER BY ORDINAL_POSITION")
 	h, err := New(snap, Options{})
 	require.NoError(t, err)
 	a := lookupByName(t, h, snap, "s1", "a")
@@ -228,18 +214,13 @@ func lookupByName(t *testing.T, h *History, snap *Snapshot, schema, name string)
 // TiKV's change-data endpoint from S, as the puller will read them, decoded
 // by JobDecoder: the whole raw-KV-to-history chain.
 func TestHistoryReplaysTiDBJobs(t *testing.T) {
-	pg := startPlayground(t)
+	pg := pgtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	db, err := dialSQL(pg.sqlAddr)
-	require.NoError(t, err)
-	defer db.Close()
+	db := pg.DB(t, nil)
 	exec := func(qs ...string) {
 		t.Helper()
-		for _, q := range qs {
-			_, err := db.query(q)
-			require.NoError(t, err, q)
-		}
+		pgtest.Exec(t, db, qs...)
 	}
 	exec(
 		"CREATE DATABASE s1",
@@ -252,7 +233,7 @@ func TestHistoryReplaysTiDBJobs(t *testing.T) {
 		"CREATE VIEW s1.v AS SELECT id FROM s1.a",
 	)
 
-	store, err := OpenStore(ctx, []string{pg.pdAddr}, config.Security{})
+	store, err := OpenStore(ctx, []string{pg.PDAddr}, config.Security{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, store.Close()) }()
 	s, err := store.CurrentTS(ctx)
@@ -310,10 +291,11 @@ func TestHistoryReplaysTiDBJobs(t *testing.T) {
 	require.NoError(t, err)
 	var jobs int
 	doneAt := map[model.ActionType]uint64{}
-	rows := jobSpanEvents(ctx, t, store, pg.kvAddr, s)
+	prefix := tablecodec.GenTableRecordPrefix(JobTableID)
+	rows := pg.ChangedRows(ctx, t, prefix, prefix.PrefixNext(), s, s2)
 	// Everything twice, as after a region error: the history deduplicates.
 	for _, ev := range append(rows, rows...) {
-		if ev.CommitTs > s2 || ev.OpType != cdcpb.Event_Row_PUT {
+		if ev.Op != tidestreamv1.OpType_OP_TYPE_PUT {
 			continue
 		}
 		j, err := dec.Decode(ev.Key, ev.Value, ev.StartTs, ev.CommitTs)
@@ -386,57 +368,4 @@ func describe(vs []*Version) []string {
 			t.Schema, t.Name, t.ID, v.SchemaID, PhysicalIDs(t.Info), cols, t.Key, v.Eligibility))
 	}
 	return out
-}
-
-// jobSpanEvents subscribes the tidb_ddl_job record span from checkpoint ts
-// through the KV endpoint's EventFeed and returns the incremental scan's
-// committed rows: every version committed after ts, the row versions a
-// deleted job row had included (spec §1.5).
-func jobSpanEvents(ctx context.Context, t *testing.T, store *Store, kvAddr string, ts uint64) []*cdcpb.Event_Row {
-	t.Helper()
-	prefix := tablecodec.GenTableRecordPrefix(JobTableID)
-	rawEnd := prefix.PrefixNext() // t{id}_s
-	locs, err := store.kv.GetRegionCache().LocateKeyRange(tikv.NewBackoffer(ctx, 20000), prefix, rawEnd)
-	require.NoError(t, err)
-	require.NotEmpty(t, locs)
-
-	conn, err := grpc.NewClient(kvAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := cdcpb.NewChangeDataClient(conn).EventFeed(sctx)
-	require.NoError(t, err)
-	header := &cdcpb.Header{ClusterId: store.kv.GetPDClient().GetClusterID(ctx), TicdcVersion: "8.5.0"}
-	for i, loc := range locs {
-		require.NoError(t, stream.Send(&cdcpb.ChangeDataRequest{
-			Header:       header,
-			RegionId:     loc.Region.GetID(),
-			RegionEpoch:  &metapb.RegionEpoch{ConfVer: loc.Region.GetConfVer(), Version: loc.Region.GetVer()},
-			CheckpointTs: ts,
-			StartKey:     codec.EncodeBytes(nil, prefix),
-			EndKey:       codec.EncodeBytes(nil, rawEnd),
-			RequestId:    uint64(i + 1),
-			ExtraOp:      kvrpcpb.ExtraOp_ReadOldValue,
-			Request:      &cdcpb.ChangeDataRequest_Register_{Register: &cdcpb.ChangeDataRequest_Register{}},
-		}))
-	}
-	var rows []*cdcpb.Event_Row
-	for initialized := 0; initialized < len(locs); {
-		msg, err := stream.Recv()
-		require.NoError(t, err)
-		for _, ev := range msg.Events {
-			require.Nil(t, ev.GetError(), "region %d", ev.RegionId)
-			for _, r := range ev.GetEntries().GetEntries() {
-				switch r.Type {
-				case cdcpb.Event_COMMITTED:
-					rows = append(rows, r)
-				case cdcpb.Event_INITIALIZED:
-					initialized++
-				}
-			}
-		}
-	}
-	require.NoError(t, stream.CloseSend())
-	return rows
 }
