@@ -542,9 +542,11 @@ type EncodedRecord struct {
 	// which is what delete.on.null / delete.enabled sinks expect.
 	Tombstone bool `protobuf:"varint,4,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
 	// The producer places the record in partition
-	// partition_hash % (partition count of topic); the encoder computes the
-	// hash from the dispatcher rule (table, index-value, columns, ts) because
-	// only it has the decoded row, and only the producer knows partition counts.
+	// partition_hash % (partition count of topic), an unsigned 64-bit modulo
+	// (no conversion to a signed type first); the encoder computes the hash
+	// from the dispatcher rule (table, index-value, columns, ts) because only
+	// it has the decoded row, and only the producer knows partition counts.
+	// Every TiCDC partitioner is of this form, so partitions match TiCDC's.
 	PartitionHash uint64 `protobuf:"varint,5,opt,name=partition_hash,json=partitionHash,proto3" json:"partition_hash,omitempty"`
 	CommitTs      uint64 `protobuf:"varint,6,opt,name=commit_ts,json=commitTs,proto3" json:"commit_ts,omitempty"`
 	StartTs       uint64 `protobuf:"varint,7,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`
