@@ -9,7 +9,7 @@ BIN := $(CURDIR)/bin
 PROTO_FILES := $(wildcard proto/tidestream/v1/*.proto)
 
 .PHONY: all build test deps proto proto-check vet unit e2e demo fmt clean \
-	playground playground-build playground-vet playground-test sorter-memory
+	playground playground-build playground-vet playground-test sorter-memory bench
 
 # deploy/playground is its own module with TiDB's dependency set, outside go.work.
 PG_DIR := deploy/playground
@@ -73,6 +73,13 @@ test: deps proto-check vet playground-vet unit sorter-memory e2e playground-test
 # -race, which inflates memory.
 sorter-memory:
 	SORTER_MEMORY_TEST=1 go test -count=1 -run TestMemoryStaysUnderQuota -v ./sorter/service/
+
+# Benchmarks print their figures (rows/s, bytes and allocations per op, and
+# ours next to the raw library's where one exists); nothing here asserts a
+# speed. Not part of `make test`.
+bench: playground-build
+	PLAYGROUND_BIN=$(BIN)/playground go test -run '^$$' -bench . -benchmem -count=1 ./encoder/... ./sorter/engine/ ./puller/...
+	$(PG_GO) PLAYGROUND_BIN=$(BIN)/playground go test -run '^$$' -bench Synthetic -benchmem -count=1 .
 
 # The playground binary. A cold build compiles TiDB (about 5 minutes on 2 cores);
 # later builds come from the Go build cache.
