@@ -584,3 +584,37 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 }
+
+func TestForTableNamesTableAndDDL(t *testing.T) {
+	reg, _ := newFake(t)
+	const msg = "Schema being registered is incompatible with an earlier schema"
+	reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/versions") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		fmt.Fprintf(w, `{"error_code":409,"message":%q}`, msg)
+		return true
+	})
+	c := newClient(t, Config{URL: reg.URL()})
+	_, err := c.IDFor(t.Context(), TableKey{TableID: 7, Version: 3, Kind: ValueSchema}, "t-value", schemaV2)
+	const ddl = "ALTER TABLE shop.orders MODIFY COLUMN note VARCHAR(10)"
+	err = ForTable(err, ValueSchema, "shop.orders", ddl)
+	require.EqualError(t, err, `registry: value schema of table shop.orders after DDL "`+ddl+`" refused (schema incompatible): `+
+		`register subject "t-value": HTTP 409 (error_code 409): `+msg+`; revert the DDL or set the subject's compatibility level to NONE`)
+	require.ErrorIs(t, err, ErrIncompatible)
+	require.True(t, IsFatal(err))
+	var te *TableError
+	require.ErrorAs(t, err, &te)
+	require.Equal(t, "shop.orders", te.Table)
+	require.Equal(t, ddl, te.DDL)
+
+	// A snapshot version has no DDL; say where the schema came from.
+	err = ForTable(&Error{Subject: "k-key", Op: "register", Status: 422, Code: 42201, Message: "bad", kind: ErrInvalidSchema}, KeySchema, "a.b", "")
+	require.EqualError(t, err, `registry: key schema of table a.b as of the changefeed's start snapshot refused (invalid schema): register subject "k-key": HTTP 422 (error_code 42201): bad`)
+
+	// Not a registry answer about the schema: unchanged.
+	require.NoError(t, ForTable(nil, ValueSchema, "a.b", "x"))
+	require.Same(t, context.Canceled, ForTable(context.Canceled, ValueSchema, "a.b", "x"))
+}

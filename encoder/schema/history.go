@@ -81,6 +81,11 @@ type Version struct {
 	Eligibility Eligibility
 	// Gone says whether, and why, the id stopped being live at Since.
 	Gone GoneReason
+	// DDL is the statement text of the job that produced the version
+	// (TiDB's job Query), empty for snapshot versions. It is kept so that
+	// an error the version causes downstream, such as a schema registry
+	// refusing its Avro schema, can name the statement the user ran.
+	DDL string
 }
 
 // Options configure a History.
@@ -138,6 +143,8 @@ type History struct {
 	// job at the snapshot ts, all of which the snapshot includes.
 	lastApply jobKey
 	broken    error
+	// ddl is the query of the job being applied, for the versions it makes.
+	ddl string
 
 	mu       sync.RWMutex
 	versions map[int64][]*Version // physical (and logical) id -> ascending Since
@@ -364,7 +371,10 @@ func (h *History) AdvanceResolved(ts uint64) error {
 	for _, k := range ready {
 		job := h.pending[k]
 		delete(h.pending, k)
-		if err := h.apply(job); err != nil {
+		h.ddl = job.Query
+		err := h.apply(job)
+		h.ddl = ""
+		if err != nil {
 			h.broken = fmt.Errorf("schema: apply job %d (%s) at %d: %w", job.ID, job.Type, k.ts, err)
 			return h.broken
 		}
@@ -437,6 +447,7 @@ func (h *History) setTable(oldID, schemaID int64, info *model.TableInfo, ts uint
 		SchemaID:    schemaID,
 		Since:       ts,
 		Eligibility: classify(db.Name.O, info, t, h.opts.Filter),
+		DDL:         h.ddl,
 	}
 	newIDs := PhysicalIDs(info)
 	for _, id := range newIDs {
@@ -445,7 +456,7 @@ func (h *History) setTable(oldID, schemaID int64, info *model.TableInfo, ts uint
 		}
 	}
 	if old, ok := h.tables[oldID]; ok {
-		gone := &Version{LogicalID: oldID, SchemaID: old.schemaID, Since: ts, Gone: removed}
+		gone := &Version{LogicalID: oldID, SchemaID: old.schemaID, Since: ts, Gone: removed, DDL: h.ddl}
 		for _, id := range PhysicalIDs(old.info) {
 			if slices.Contains(newIDs, id) {
 				continue
@@ -467,7 +478,7 @@ func (h *History) dropTable(id int64, ts uint64, why GoneReason) error {
 	if !ok {
 		return nil
 	}
-	gone := &Version{LogicalID: id, SchemaID: old.schemaID, Since: ts, Gone: why}
+	gone := &Version{LogicalID: id, SchemaID: old.schemaID, Since: ts, Gone: why, DDL: h.ddl}
 	for _, pid := range PhysicalIDs(old.info) {
 		if err := h.put(pid, gone); err != nil {
 			return err

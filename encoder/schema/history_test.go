@@ -543,3 +543,33 @@ func TestConcurrentReaders(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestVersionDDL: each version names the statement that made it, so that a
+// later failure caused by the version (a registry refusing its schema) can
+// tell the user which DDL to look at; snapshot versions have none.
+func TestVersionDDL(t *testing.T) {
+	h := newHistory(t, Options{}, keyed(101, "t"), partitioned(102, "pt", 1021))
+	require.Empty(t, at(t, h, 101, snapTs, "test", "t").DDL)
+
+	const alter = "ALTER TABLE test.t ADD COLUMN c INT"
+	j := job(model.ActionAddColumn, 1, 101, 11, keyed(101, "t"))
+	j.Query = alter
+	applyAt(t, h, roundTrip(t, j), 1010)
+	require.Equal(t, alter, at(t, h, 101, 1010, "test", "t").DDL)
+	require.Empty(t, at(t, h, 101, 1009, "test", "t").DDL)
+
+	const trunc = "TRUNCATE TABLE test.pt"
+	j = job(model.ActionTruncateTable, 1, 102, 12, partitioned(120, "pt", 1201))
+	j.Query = trunc
+	applyAt(t, h, roundTrip(t, j), 1020)
+	require.Equal(t, trunc, at(t, h, 1201, 1020, "test", "pt").DDL)
+	v, err := h.Lookup(1021, 1020)
+	require.ErrorIs(t, err, ErrDropped)
+	require.Equal(t, trunc, v.DDL, "a gone version names the DDL too")
+
+	// A job without a version of this table leaves its DDL unchanged.
+	j = job(model.ActionDropTable, 1, 999, 13, nil)
+	j.Query = "DROP TABLE test.x"
+	applyAt(t, h, j, 1030)
+	require.Equal(t, alter, at(t, h, 101, 1030, "test", "t").DDL)
+}
