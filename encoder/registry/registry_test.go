@@ -355,11 +355,12 @@ func TestContextCancelEndsRetryLoop(t *testing.T) {
 
 func TestWaiterOutlivesCancelledLeader(t *testing.T) {
 	reg, _ := newFake(t)
-	release := make(chan struct{})
+	release, held := make(chan struct{}), make(chan struct{})
 	defer close(release)
 	var first atomic.Bool
 	reg.Intercept(func(_ http.ResponseWriter, r *http.Request) bool {
 		if !first.Swap(true) {
+			close(held)
 			hold(r, release)
 		}
 		return false
@@ -387,9 +388,15 @@ func TestWaiterOutlivesCancelledLeader(t *testing.T) {
 		f := c.flights[digest("t-value", schemaV1)]
 		return f != nil && f.waiters == 1
 	}, 5*time.Second, time.Millisecond)
+	// Cancel only once the leader's request is held at the registry:
+	// cancelled earlier, it never reaches the registry, and the waiter's
+	// request would be the one held (until its 30 s attempt timeout).
+	<-held
+	began := time.Now()
 	cancelLeader()
 	require.ErrorIs(t, <-leaderErr, context.Canceled)
 	require.NoError(t, <-waiter, "the waiter takes over instead of inheriting the leader's cancellation")
+	require.Less(t, time.Since(began), 10*time.Second, "the waiter's own request was held: the test lost its race")
 }
 
 func TestBasicAuthFromURL(t *testing.T) {
