@@ -29,6 +29,7 @@ import (
 
 	"github.com/tidestream/tidestream/encoder/avro"
 	"github.com/tidestream/tidestream/encoder/dispatch"
+	"github.com/tidestream/tidestream/encoder/internal/avrotest"
 	"github.com/tidestream/tidestream/encoder/internal/pgtest"
 	"github.com/tidestream/tidestream/encoder/mount"
 	"github.com/tidestream/tidestream/encoder/registry"
@@ -530,11 +531,11 @@ func checkVersions(ctx context.Context, t *testing.T, cl *sr.Client, recs []reco
 // SELECT at its commit ts (a delete: its key just before, and no row at).
 func checkRecords(ctx context.Context, t *testing.T, cl *sr.Client, conn *sql.Conn, recs []record) {
 	t.Helper()
-	cons := &consumer{cl: cl, schemas: map[int]hamba.Schema{}}
+	cons := avrotest.NewConsumer(cl)
 	var compared int
 	for _, rec := range recs {
 		tbl := rec.row.Table
-		key, keySchema := cons.decode(ctx, t, rec.key)
+		key, keySchema := cons.Decode(ctx, t, rec.key)
 		require.Equal(t, avro.SanitizeName(tbl.Name), keySchema.Name())
 		require.Len(t, keySchema.Fields(), len(tbl.Key))
 		var where []string
@@ -566,7 +567,7 @@ func checkRecords(ctx context.Context, t *testing.T, cl *sr.Client, conn *sql.Co
 			require.Empty(t, after, "%s: deleted", what)
 			continue
 		}
-		value, valueSchema := cons.decode(ctx, t, rec.value)
+		value, valueSchema := cons.Decode(ctx, t, rec.value)
 		require.Len(t, valueSchema.Fields(), len(tbl.Columns)+3, what)
 		require.Equal(t, map[row.Op]string{row.Insert: "c", row.Update: "u"}[rec.row.Op], value["_tidb_op"], what)
 		require.Equal(t, int64(rec.row.CommitTs), value["_tidb_commit_ts"], what)
@@ -591,44 +592,6 @@ func selectAt(t *testing.T, conn *sql.Conn, ts uint64, tbl *row.Table, where str
 	require.NoError(t, err)
 	require.NoError(t, rows.Close())
 	return names, pgtest.Query(t, conn, q, args...)
-}
-
-// consumer decodes Confluent-framed Avro as a registry-aware deserializer
-// does: the schema by the header's id, fetched over HTTP.
-type consumer struct {
-	cl      *sr.Client
-	schemas map[int]hamba.Schema
-}
-
-func (c *consumer) decode(ctx context.Context, t *testing.T, msg []byte) (map[string]any, *hamba.RecordSchema) {
-	t.Helper()
-	require.GreaterOrEqual(t, len(msg), 5, "Confluent header")
-	require.Equal(t, byte(0), msg[0], "magic byte")
-	id := int(binary.BigEndian.Uint32(msg[1:5]))
-	s := c.schemas[id]
-	if s == nil {
-		got, err := c.cl.SchemaByID(ctx, id)
-		require.NoError(t, err, "schema %d", id)
-		s, err = hamba.ParseWithCache(got.Schema, "", &hamba.SchemaCache{})
-		require.NoError(t, err)
-		c.schemas[id] = s
-	}
-	var v any
-	require.NoError(t, hamba.Unmarshal(s, msg[5:], &v))
-	rec, ok := v.(map[string]any)
-	require.True(t, ok, "record decodes to %T", v)
-	rs := s.(*hamba.RecordSchema)
-	for _, f := range rs.Fields() {
-		if _, ok := f.Type().(*hamba.UnionSchema); !ok {
-			continue
-		}
-		if m, ok := rec[f.Name()].(map[string]any); ok && len(m) == 1 {
-			for _, x := range m {
-				rec[f.Name()] = x
-			}
-		}
-	}
-	return rec, rs
 }
 
 // compareField checks a decoded value against SELECT's text, for the

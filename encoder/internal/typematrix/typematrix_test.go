@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/tidestream/tidestream/encoder/avro"
 	"github.com/tidestream/tidestream/encoder/dispatch"
+	"github.com/tidestream/tidestream/encoder/internal/avrotest"
 	"github.com/tidestream/tidestream/encoder/internal/pgtest"
 	"github.com/tidestream/tidestream/encoder/mount"
 	"github.com/tidestream/tidestream/encoder/registry"
@@ -413,55 +413,15 @@ func encode(ctx context.Context, t *testing.T, cfg avro.Config, router *dispatch
 	return out
 }
 
-// consumer decodes Confluent-framed Avro the way a Kafka consumer with a
-// registry-aware deserializer does: schema by id over HTTP, cached.
-type consumer struct {
-	cl      *sr.Client
-	schemas map[int]hamba.Schema
-}
-
-func (c *consumer) decode(ctx context.Context, t *testing.T, msg []byte) (map[string]any, *hamba.RecordSchema) {
-	t.Helper()
-	require.GreaterOrEqual(t, len(msg), 5, "Confluent header")
-	require.Equal(t, byte(0), msg[0], "magic byte")
-	id := int(binary.BigEndian.Uint32(msg[1:5]))
-	s := c.schemas[id]
-	if s == nil {
-		got, err := c.cl.SchemaByID(ctx, id)
-		require.NoError(t, err, "schema %d", id)
-		s, err = hamba.ParseWithCache(got.Schema, "", &hamba.SchemaCache{})
-		require.NoError(t, err)
-		c.schemas[id] = s
-	}
-	var v any
-	require.NoError(t, hamba.Unmarshal(s, msg[5:], &v))
-	rec, ok := v.(map[string]any)
-	require.True(t, ok, "record decodes to %T", v)
-	rs := s.(*hamba.RecordSchema)
-	// A generic decode wraps a union's value as {branch name: value}; the
-	// consumer sees the value.
-	for _, f := range rs.Fields() {
-		if _, ok := f.Type().(*hamba.UnionSchema); !ok {
-			continue
-		}
-		if m, ok := rec[f.Name()].(map[string]any); ok && len(m) == 1 {
-			for _, x := range m {
-				rec[f.Name()] = x
-			}
-		}
-	}
-	return rec, rs
-}
-
 func checkRecords(ctx context.Context, t *testing.T, cfg avro.Config, conn pgtest.Conn, recs []record) {
 	require.NotEmpty(t, recs)
 	cl, err := sr.NewClient(sr.URLs(recs[0].fake.URL()))
 	require.NoError(t, err)
-	cons := &consumer{cl: cl, schemas: map[int]hamba.Schema{}}
+	cons := avrotest.NewConsumer(cl)
 	var compared int
 	for _, rec := range recs {
 		tbl := rec.row.Table
-		key, keySchema := cons.decode(ctx, t, rec.key)
+		key, keySchema := cons.Decode(ctx, t, rec.key)
 		require.Equal(t, avro.SanitizeName(tbl.Name), keySchema.Name())
 		require.Len(t, keySchema.Fields(), len(tbl.Key))
 
@@ -498,7 +458,7 @@ func checkRecords(ctx context.Context, t *testing.T, cfg avro.Config, conn pgtes
 			require.Empty(t, selectAt(t, conn, rec.row.CommitTs, tbl, strings.Join(where, " AND "), args), what+": deleted")
 			continue
 		}
-		value, valueSchema := cons.decode(ctx, t, rec.value)
+		value, valueSchema := cons.Decode(ctx, t, rec.value)
 		wantFields := len(tbl.Columns)
 		if cfg.EnableTiDBExtension {
 			wantFields += 3
