@@ -15,19 +15,6 @@ import (
 	"github.com/tidestream/tidestream/encoder/row"
 )
 
-// keyspacePrefixLen is the length of an API-V2 keyspace prefix: 'x' plus a
-// 3-byte keyspace id. TiDB keys never start with 'x' otherwise.
-const keyspacePrefixLen = 4
-
-// stripKeyspace removes an API-V2 keyspace prefix so that tablecodec sees a
-// plain 't…' key (spec §6.3 item 7).
-func stripKeyspace(key []byte) []byte {
-	if len(key) > keyspacePrefixLen && key[0] == 'x' {
-		return key[keyspacePrefixLen:]
-	}
-	return key
-}
-
 // handleCol is a column whose value the row key can supply.
 type handleCol struct {
 	pos int // index into Table.Columns

@@ -108,7 +108,7 @@ func (m *Mounter) Mount(ev *tidestreamv1.RawKVEvent, tables Tables, out []row.Ro
 		return out, fmt.Errorf("mount: key %x has no commit ts", ev.GetKey())
 	}
 
-	key := stripKeyspace(ev.GetKey())
+	key := row.StripKeyspace(ev.GetKey())
 	physicalID, handle, err := tablecodec.DecodeRecordKey(key)
 	if err != nil {
 		return out, fmt.Errorf("mount: key %x at commit ts %d: %w", ev.GetKey(), commitTs, err)

@@ -23,6 +23,20 @@ import (
 // (encoder/mount) share it without importing each other.
 var ErrGone = errors.New("table dropped or truncated")
 
+// keyspacePrefixLen is the length of an API-V2 keyspace prefix: 'x' plus a
+// 3-byte keyspace id. TiDB keys never start with 'x' otherwise.
+const keyspacePrefixLen = 4
+
+// StripKeyspace removes an API-V2 keyspace prefix from a row key, so that
+// tablecodec sees a plain 't…' key (spec §6.3 item 7). Mount and the DDL
+// job decoder both read row keys.
+func StripKeyspace(key []byte) []byte {
+	if len(key) > keyspacePrefixLen && key[0] == 'x' {
+		return key[keyspacePrefixLen:]
+	}
+	return key
+}
+
 // Table is one version of a table's schema as the encoder uses it. It is
 // immutable once built and shared by every row decoded with it.
 type Table struct {

@@ -8,6 +8,8 @@ import (
 	"github.com/pingcap/tidb/pkg/meta/model"
 	"github.com/pingcap/tidb/pkg/tablecodec"
 	"github.com/pingcap/tidb/pkg/types"
+
+	"github.com/tidestream/tidestream/encoder/row"
 )
 
 // Ids of TiDB's DDL job tables in schema mysql (spec §1.4). TiDB defines them
@@ -51,10 +53,7 @@ func (d *JobDecoder) Decode(key, value []byte, startTs, commitTs uint64) (*model
 	if len(value) == 0 {
 		return nil, nil
 	}
-	// API V2 keyspaces prefix every key with 'x' and 3 keyspace bytes.
-	if len(key) > 4 && key[0] == 'x' {
-		key = key[4:]
-	}
+	key = row.StripKeyspace(key)
 	if !tablecodec.IsRecordKey(key) {
 		return nil, fmt.Errorf("schema: ddl job event: %x is not a record key", key)
 	}
@@ -63,11 +62,11 @@ func (d *JobDecoder) Decode(key, value []byte, startTs, commitTs uint64) (*model
 	}
 	// The job row has no TIMESTAMP column worth converting; UTC only keeps
 	// the decoder away from a nil zone.
-	row, err := tablecodec.DecodeRowToDatumMap(value, d.cols, time.UTC)
+	datums, err := tablecodec.DecodeRowToDatumMap(value, d.cols, time.UTC)
 	if err != nil {
 		return nil, fmt.Errorf("schema: ddl job event at %d: %w", commitTs, err)
 	}
-	datum, ok := row[d.metaCol]
+	datum, ok := datums[d.metaCol]
 	if !ok || datum.IsNull() {
 		return nil, fmt.Errorf("schema: ddl job event at %d: no job_meta", commitTs)
 	}
