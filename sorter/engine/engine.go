@@ -435,20 +435,21 @@ func (e *Engine) compactor(ctx context.Context) {
 	defer t.Stop()
 	var last time.Time
 	for {
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-e.kick:
-			// Discarded slots are deleted at once; a kick otherwise only
-			// matters if a range may have crossed the trigger, so never
-			// check more often than once per interval.
-			e.deleteDoomed()
-			if time.Since(last) < interval {
-				continue
-			}
+			kicked = true
 		}
+		// Discarded slots are deleted on every wake; a kick otherwise only
+		// matters if a range may have crossed the trigger, so never check
+		// more often than once per interval.
 		e.deleteDoomed()
+		if kicked && time.Since(last) < interval {
+			continue
+		}
 		last = time.Now()
 		e.compactPending(ctx, interval)
 	}
