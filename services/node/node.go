@@ -130,51 +130,58 @@ func (c *Config) usesPD() bool {
 }
 
 // Validate checks the config; errors name the flag.
-func (c *Config) Validate() error { return c.validate(roleSpecs()) }
+func (c *Config) Validate() error {
+	_, err := c.validate(roleSpecs())
+	return err
+}
 
-func (c *Config) validate(specs []roleSpec) error {
+// validate checks the config against the role table specs and returns the
+// specs of c.Roles, in that order.
+func (c *Config) validate(specs []roleSpec) ([]roleSpec, error) {
 	if len(c.Roles) == 0 {
-		return errors.New("roles: a process runs at least one role")
+		return nil, errors.New("roles: a process runs at least one role")
 	}
 	var names []string
 	for _, spec := range specs {
 		names = append(names, spec.name)
 	}
+	var mine []roleSpec
 	for i, r := range c.Roles {
 		j := slices.Index(names, r)
 		if j < 0 {
-			return fmt.Errorf("roles: %q is not available yet (available: %s)", r, strings.Join(names, ", "))
+			return nil, fmt.Errorf("roles: %q is not available yet (available: %s)", r, strings.Join(names, ", "))
 		}
 		if slices.Index(c.Roles, r) != i {
-			return fmt.Errorf("roles: %q is named twice", r)
+			return nil, fmt.Errorf("roles: %q is named twice", r)
 		}
 		if err := specs[j].validate(c); err != nil {
-			return err
+			return nil, err
 		}
+		mine = append(mine, specs[j])
 	}
 	if len(c.Etcd) == 0 && !slices.Contains(c.Roles, RoleCoordinator) {
 		// An embedded etcd holds the cluster's state only for the process
 		// that owns it; a stage process alone must join a cluster.
-		return fmt.Errorf("--etcd is required for a %s process: it registers in the cluster's etcd", strings.Join(c.Roles, "+"))
+		return nil, fmt.Errorf("--etcd is required for a %s process: it registers in the cluster's etcd", strings.Join(c.Roles, "+"))
 	}
 	if c.SessionTTL < 2*time.Second || c.SessionTTL > 5*time.Minute {
-		return fmt.Errorf("--session-ttl %s: must be within [2s, 5m]", c.SessionTTL)
+		return nil, fmt.Errorf("--session-ttl %s: must be within [2s, 5m]", c.SessionTTL)
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("--addr %q: %w", c.Addr, err)
+		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
 	}
 	if _, _, err := net.SplitHostPort(c.StatusAddr); err != nil {
-		return fmt.Errorf("--status-addr %q: %w", c.StatusAddr, err)
+		return nil, fmt.Errorf("--status-addr %q: %w", c.StatusAddr, err)
 	}
 	if c.DataDir == "" {
-		return errors.New("--data-dir must not be empty")
+		return nil, errors.New("--data-dir must not be empty")
 	}
 	for _, e := range c.Etcd {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-			return fmt.Errorf("--etcd %q: want http://host:port", e)
+			return nil, fmt.Errorf("--etcd %q: want http://host:port", e)
 		}
 	}
-	return nil
+	return mine, nil
 }
 
 // Node is a started process; Run blocks until it stops.
@@ -208,7 +215,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 // start is Start with the role table as a parameter, so tests can add a
 // role.
 func start(ctx context.Context, cfg Config, log *slog.Logger, specs []roleSpec) (_ *Node, err error) {
-	if err := cfg.validate(specs); err != nil {
+	mine, err := cfg.validate(specs)
+	if err != nil {
 		return nil, err
 	}
 	log = logging.OrDiscard(log)
@@ -248,9 +256,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger, specs []roleSpec) 
 	}
 
 	var names []string
-	for _, name := range cfg.Roles {
-		spec := specs[slices.IndexFunc(specs, func(s roleSpec) bool { return s.name == name })]
-		n.specs = append(n.specs, spec)
+	n.specs = mine
+	for _, spec := range mine {
 		names = append(names, spec.services...)
 	}
 	n.checker = health.New(log, names...)
