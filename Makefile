@@ -105,7 +105,7 @@ playground-vet:
 PG_RACE_PKGS := ./cdcemu/... ./checker/... ./kvserver/... ./pdserver/... ./store/... ./internal/...
 playground-test: playground-build $(BIN)/go-tpc
 	$(PG_GO) go test -race -count=1 -timeout 20m $(PG_RACE_PKGS)
-	$(PG_GO) PLAYGROUND_BIN=$(BIN)/playground GO_TPC=$(BIN)/go-tpc go test -count=1 -timeout 30m . ./tidb/... ./synth/...
+	$(PG_GO) PLAYGROUND_BIN=$(BIN)/playground GO_TPC=$(BIN)/go-tpc go test -count=1 -timeout 30m . ./tidb/... ./synth/... ./internal/pgtest/
 
 # Starts the playground and `cdc server` on embedded defaults against it, and
 # creates the seed's changefeed.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -104,12 +105,28 @@ type Options struct {
 func Start(t testing.TB, o Options) *Playground {
 	t.Helper()
 	p := &Playground{t: t, DataDir: o.DataDir, Args: o.Args}
-	if p.DataDir == "" {
-		p.DataDir = t.TempDir()
+	bin := Binary(t)
+	// The ports are free when picked but released before the child binds
+	// them, and parallel test processes pick ports too: one may take a port
+	// in between. Only that case is retried, on fresh ports.
+	for attempt := 1; ; attempt++ {
+		if o.DataDir == "" {
+			p.DataDir = t.TempDir() // nothing of a failed attempt carries over
+		}
+		ports := FreePorts(t, 4)
+		p.SQLPort, p.StatusPort, p.PDPort, p.KVPort = ports[0], ports[1], ports[2], ports[3]
+		err := p.launch(bin)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("playground start %d: %v; retrying on other ports", attempt, err)
+		p.mu.Lock()
+		p.out.Reset()
+		p.mu.Unlock()
 	}
-	ports := FreePorts(t, 4)
-	p.SQLPort, p.StatusPort, p.PDPort, p.KVPort = ports[0], ports[1], ports[2], ports[3]
-	p.start(Binary(t))
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
@@ -135,6 +152,17 @@ func (p *Playground) Restart() {
 
 func (p *Playground) start(bin string) {
 	p.t.Helper()
+	if err := p.launch(bin); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// errPortTaken: the process exited before ready because a port it was
+// given was bound by someone else meanwhile.
+var errPortTaken = errors.New("a port was taken before the playground bound it")
+
+// launch starts the process and waits for its ready line.
+func (p *Playground) launch(bin string) error {
 	args := []string{
 		"--data-dir", p.DataDir,
 		"--sql-port", strconv.Itoa(p.SQLPort), "--status-port", strconv.Itoa(p.StatusPort),
@@ -148,7 +176,7 @@ func (p *Playground) start(bin string) {
 	cmd.Stderr = pw
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start playground: %v", err)
+		return fmt.Errorf("start playground: %w", err)
 	}
 	p.cmd, p.done = cmd, make(chan struct{})
 	ready := make(chan struct{})
@@ -175,12 +203,25 @@ func (p *Playground) start(bin string) {
 	select {
 	case <-ready:
 		p.ReadyIn = time.Since(began)
+		return nil
 	case <-p.done:
-		p.t.Fatalf("playground exited before ready: %v\n%s", p.waitErr, p.Output())
+		out := p.Output()
+		if strings.Contains(out, "address already in use") {
+			return fmt.Errorf("%w: %v", errPortTaken, lastLine(out))
+		}
+		return fmt.Errorf("playground exited before ready: %v\n%s", p.waitErr, out)
 	case <-time.After(3 * time.Minute):
 		p.Kill()
-		p.t.Fatalf("playground not ready in 3m\n%s", p.Output())
+		return fmt.Errorf("playground not ready in 3m\n%s", p.Output())
 	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
 
 // Output is everything the process printed so far.
