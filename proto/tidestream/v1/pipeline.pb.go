@@ -636,9 +636,16 @@ func (x *EncodedRecord) GetStartTs() uint64 {
 // EncodedBatch is what EncoderService.Subscribe streams: records in the order
 // the sorter delivered their rows, then optionally a resolved ts.
 type EncodedBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       []*EncodedRecord       `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
-	ResolvedTs    uint64                 `protobuf:"varint,2,opt,name=resolved_ts,json=resolvedTs,proto3" json:"resolved_ts,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Records    []*EncodedRecord       `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	ResolvedTs uint64                 `protobuf:"varint,2,opt,name=resolved_ts,json=resolvedTs,proto3" json:"resolved_ts,omitempty"`
+	// Non-empty while the encoder is stalled retrying something outside the
+	// pipeline (the Schema Registry unreachable or answering 5xx): sent on
+	// an otherwise empty batch every few seconds of the stall, so the
+	// producer can report the pipeline's error (changefeed `warning`) while
+	// nothing moves. The first batch with records or a resolved ts after it
+	// means the stall is over.
+	Warning       string `protobuf:"bytes,3,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,6 +692,13 @@ func (x *EncodedBatch) GetResolvedTs() uint64 {
 		return x.ResolvedTs
 	}
 	return 0
+}
+
+func (x *EncodedBatch) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 // PipelineProgress is a stage's report that everything of one pipeline at
@@ -854,11 +868,12 @@ const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\ttombstone\x18\x04 \x01(\bR\ttombstone\x12%\n" +
 	"\x0epartition_hash\x18\x05 \x01(\x04R\rpartitionHash\x12\x1b\n" +
 	"\tcommit_ts\x18\x06 \x01(\x04R\bcommitTs\x12\x19\n" +
-	"\bstart_ts\x18\a \x01(\x04R\astartTs\"g\n" +
+	"\bstart_ts\x18\a \x01(\x04R\astartTs\"\x81\x01\n" +
 	"\fEncodedBatch\x126\n" +
 	"\arecords\x18\x01 \x03(\v2\x1c.tidestream.v1.EncodedRecordR\arecords\x12\x1f\n" +
 	"\vresolved_ts\x18\x02 \x01(\x04R\n" +
-	"resolvedTs\"\xb1\x01\n" +
+	"resolvedTs\x12\x18\n" +
+	"\awarning\x18\x03 \x01(\tR\awarning\"\xb1\x01\n" +
 	"\x10PipelineProgress\x12#\n" +
 	"\rchangefeed_id\x18\x01 \x01(\tR\fchangefeedId\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1f\n" +
@@ -875,9 +890,10 @@ const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\tSubscribe\x12\x1f.tidestream.v1.SubscribeRequest\x1a\x1a.tidestream.v1.PullerBatch0\x012\x9f\x01\n" +
 	"\rSorterService\x12J\n" +
 	"\tSubscribe\x12\x1f.tidestream.v1.SubscribeRequest\x1a\x1a.tidestream.v1.SortedBatch0\x01\x12B\n" +
-	"\x03Ack\x12\x1f.tidestream.v1.PipelineProgress\x1a\x1a.tidestream.v1.AckResponse2]\n" +
+	"\x03Ack\x12\x1f.tidestream.v1.PipelineProgress\x1a\x1a.tidestream.v1.AckResponse2\xa1\x01\n" +
 	"\x0eEncoderService\x12K\n" +
-	"\tSubscribe\x12\x1f.tidestream.v1.SubscribeRequest\x1a\x1b.tidestream.v1.EncodedBatch0\x01BCZAgithub.com/tidestream/tidestream/proto/tidestream/v1;tidestreamv1b\x06proto3"
+	"\tSubscribe\x12\x1f.tidestream.v1.SubscribeRequest\x1a\x1b.tidestream.v1.EncodedBatch0\x01\x12B\n" +
+	"\x03Ack\x12\x1f.tidestream.v1.PipelineProgress\x1a\x1a.tidestream.v1.AckResponseBCZAgithub.com/tidestream/tidestream/proto/tidestream/v1;tidestreamv1b\x06proto3"
 
 var (
 	file_tidestream_v1_pipeline_proto_rawDescOnce sync.Once
@@ -917,12 +933,14 @@ var file_tidestream_v1_pipeline_proto_depIdxs = []int32{
 	1,  // 7: tidestream.v1.SorterService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
 	9,  // 8: tidestream.v1.SorterService.Ack:input_type -> tidestream.v1.PipelineProgress
 	1,  // 9: tidestream.v1.EncoderService.Subscribe:input_type -> tidestream.v1.SubscribeRequest
-	5,  // 10: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
-	6,  // 11: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
-	10, // 12: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
-	8,  // 13: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
+	9,  // 10: tidestream.v1.EncoderService.Ack:input_type -> tidestream.v1.PipelineProgress
+	5,  // 11: tidestream.v1.PullerService.Subscribe:output_type -> tidestream.v1.PullerBatch
+	6,  // 12: tidestream.v1.SorterService.Subscribe:output_type -> tidestream.v1.SortedBatch
+	10, // 13: tidestream.v1.SorterService.Ack:output_type -> tidestream.v1.AckResponse
+	8,  // 14: tidestream.v1.EncoderService.Subscribe:output_type -> tidestream.v1.EncodedBatch
+	10, // 15: tidestream.v1.EncoderService.Ack:output_type -> tidestream.v1.AckResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name

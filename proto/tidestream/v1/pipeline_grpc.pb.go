@@ -290,6 +290,7 @@ var SorterService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	EncoderService_Subscribe_FullMethodName = "/tidestream.v1.EncoderService/Subscribe"
+	EncoderService_Ack_FullMethodName       = "/tidestream.v1.EncoderService/Ack"
 )
 
 // EncoderServiceClient is the client API for EncoderService service.
@@ -299,6 +300,11 @@ const (
 // EncoderService streams a pipeline's rows as encoded Kafka records.
 type EncoderServiceClient interface {
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EncodedBatch], error)
+	// Ack tells the encoder that Kafka holds every record of the pipeline with
+	// commit_ts <= checkpoint_ts (the producer sends it after its fenced
+	// checkpoint write). The encoder releases schema versions no pipeline
+	// needs and relays the ack to the sorter the pipeline pulls from.
+	Ack(ctx context.Context, in *PipelineProgress, opts ...grpc.CallOption) (*AckResponse, error)
 }
 
 type encoderServiceClient struct {
@@ -328,6 +334,16 @@ func (c *encoderServiceClient) Subscribe(ctx context.Context, in *SubscribeReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EncoderService_SubscribeClient = grpc.ServerStreamingClient[EncodedBatch]
 
+func (c *encoderServiceClient) Ack(ctx context.Context, in *PipelineProgress, opts ...grpc.CallOption) (*AckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AckResponse)
+	err := c.cc.Invoke(ctx, EncoderService_Ack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EncoderServiceServer is the server API for EncoderService service.
 // All implementations must embed UnimplementedEncoderServiceServer
 // for forward compatibility.
@@ -335,6 +351,11 @@ type EncoderService_SubscribeClient = grpc.ServerStreamingClient[EncodedBatch]
 // EncoderService streams a pipeline's rows as encoded Kafka records.
 type EncoderServiceServer interface {
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[EncodedBatch]) error
+	// Ack tells the encoder that Kafka holds every record of the pipeline with
+	// commit_ts <= checkpoint_ts (the producer sends it after its fenced
+	// checkpoint write). The encoder releases schema versions no pipeline
+	// needs and relays the ack to the sorter the pipeline pulls from.
+	Ack(context.Context, *PipelineProgress) (*AckResponse, error)
 	mustEmbedUnimplementedEncoderServiceServer()
 }
 
@@ -347,6 +368,9 @@ type UnimplementedEncoderServiceServer struct{}
 
 func (UnimplementedEncoderServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[EncodedBatch]) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedEncoderServiceServer) Ack(context.Context, *PipelineProgress) (*AckResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Ack not implemented")
 }
 func (UnimplementedEncoderServiceServer) mustEmbedUnimplementedEncoderServiceServer() {}
 func (UnimplementedEncoderServiceServer) testEmbeddedByValue()                        {}
@@ -380,13 +404,36 @@ func _EncoderService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EncoderService_SubscribeServer = grpc.ServerStreamingServer[EncodedBatch]
 
+func _EncoderService_Ack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PipelineProgress)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EncoderServiceServer).Ack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EncoderService_Ack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EncoderServiceServer).Ack(ctx, req.(*PipelineProgress))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EncoderService_ServiceDesc is the grpc.ServiceDesc for EncoderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var EncoderService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "tidestream.v1.EncoderService",
 	HandlerType: (*EncoderServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Ack",
+			Handler:    _EncoderService_Ack_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Subscribe",
