@@ -73,7 +73,7 @@ func Build(in Input) (*Result, error) {
 	cfg.Sink.SchemaRegistry = registry
 	cfg.Sink.TransactionAtomicity = opts.TransactionAtomicity
 	cfg.Sink.OutputRawChangeEvent = opts.OutputRawChangeEvent
-	if err := checkAvro(fc, opts); err != nil {
+	if err := checkAvro(cfg); err != nil {
 		return nil, err
 	}
 	return &Result{Config: cfg, Kafka: kafkaSink(uri, opts), Avro: avroOptions(opts)}, nil
@@ -126,25 +126,15 @@ func pickRegistry(flag, file string, opts *sinkuri.Options) (string, error) {
 	return first.reg.Raw(), nil
 }
 
-// checkAvro holds the cross-checks that need both the file and the merged
-// Kafka/codec options.
-func checkAvro(fc *fileConfig, opts *sinkuri.Options) error {
-	cfg := fc.cfg
+// checkAvro holds the checks on the file as a whole that protocol=avro
+// needs; the walk only sees one key at a time, so an absent section is
+// judged here.
+func checkAvro(cfg *tidestreamv1.ReplicaConfig) error {
 	if len(cfg.Sink.Dispatchers) == 0 {
 		return cdcerr.Field("config: sink.dispatchers",
 			"protocol=avro needs dispatchers routing every table to its own topic, e.g. "+
 				"dispatchers = [{matcher = ['*.*'], topic = \"tidb_{schema}_{table}\", partition = \"index-value\"}]; "+
 				"without them all tables share the default topic and their schemas clash in the registry")
-	}
-	if cfg.Integrity.IntegrityCheckLevel == "correctness" {
-		field := fc.integrityField
-		if !opts.EnableTiDBExtension || opts.DecimalHandlingMode != "string" || opts.BigintUnsignedHandlingMode != "string" {
-			return cdcerr.Field(field,
-				"correctness requires enable-tidb-extension=true, avro-decimal-handling-mode=string and avro-bigint-unsigned-handling-mode=string")
-		}
-		if len(cfg.Sink.ColumnSelectors) > 0 {
-			return cdcerr.Field(field, "correctness cannot be combined with sink.column-selectors (the checksum covers every column)")
-		}
 	}
 	return nil
 }

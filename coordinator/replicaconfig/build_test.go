@@ -92,7 +92,7 @@ enable-tidb-extension = true
 avro-decimal-handling-mode = "string"
 avro-bigint-unsigned-handling-mode = "string"
 [integrity]
-integrity-check-level = "correctness"
+integrity-check-level = "None"
 corruption-handle-level = "error"
 `
 	res, err := Build(Input{
@@ -110,7 +110,8 @@ corruption-handle-level = "error"
 	require.True(t, res.Config.Sink.OutputRawChangeEvent)
 	require.True(t, res.Avro.EnableTidbExtension)
 	require.Equal(t, "string", res.Avro.DecimalHandlingMode)
-	require.Equal(t, "correctness", res.Config.Integrity.IntegrityCheckLevel)
+	require.Equal(t, "none", res.Config.Integrity.IntegrityCheckLevel)
+	require.Equal(t, "error", res.Config.Integrity.CorruptionHandleLevel)
 	require.Equal(t, "avro", res.Config.Sink.Protocol)
 }
 
@@ -152,11 +153,7 @@ worker-num = 8
 [filter]
 rules = ['*.*', '!test.*', '/^tmp_/.*']
 ignore-txn-start-ts = [1, 2]
-[[filter.event-filters]]
-matcher = ["shop.orders"]
-ignore-event = ["Drop Table", "delete"]
-ignore-sql = ["^DROP"]
-ignore-delete-value-expr = "id > 10"
+event-filters = []
 [scheduler]
 enable-table-across-nodes = true
 region-threshold = 10
@@ -166,7 +163,7 @@ encoder-concurrency = 4
 enable-kafka-sink-v2 = false
 advance-timeout-in-sec = 150
 dispatchers = [{matcher = ['*.*'], topic = "tidb_{schema}_{table}", partition = "table"}]
-column-selectors = [{matcher = ['shop.*'], columns = ['*', '!secret_col']}]
+column-selectors = []
 [sink.kafka-config.large-message-handle]
 large-message-handle-option = "none"
 [consistent]
@@ -270,8 +267,12 @@ func TestBuildRejects(t *testing.T) {
 			"config: sink.dispatchers[1].matcher", `rules[1] "a.[b": unclosed bracket`},
 		{"matcher @file", rule(`{matcher = ['@rules.txt'], topic = "{schema}_{table}"}`), "config: sink.dispatchers[0].matcher", "command line"},
 		{"bad filter rule", sinkConf("[filter]\nrules = ['*.*', 'db']\n"), "config: filter.rules", `rules[1] "db"`},
-		{"bad event type", sinkConf("[[filter.event-filters]]\nmatcher = ['*.*']\nignore-event = ['drop everything']\n"),
-			"config: filter.event-filters[0].ignore-event[0]", "unknown event type"},
+		{"event filters", sinkConf("[[filter.event-filters]]\nmatcher = ['*.*']\nignore-event = ['drop table']\n"),
+			"config: filter.event-filters", "is not supported yet by tidestream"},
+		{"event filters inline, before an invalid rule", sinkConf("[filter]\nevent-filters = [{matcher = ['*.*'], ignore-event = ['drop everything']}]\n"),
+			"config: filter.event-filters", "is not supported yet by tidestream"},
+		{"event filters not a list", sinkConf("[filter]\nevent-filters = \"insert\"\n"),
+			"config: filter.event-filters", "must be an array of tables"},
 		{"unknown toml key", conf("[sink]\ndispatcher = [{matcher = ['*.*'], topic = \"{schema}_{table}\"}]\n"),
 			"config", `unknown key "sink.dispatcher"`},
 		{"unknown keys listed", conf(dispatch + "foo = 1\n[sink.kafka-config]\nbar = 2\n[mounter]\nworkers = 3\n"),
@@ -285,13 +286,12 @@ func TestBuildRejects(t *testing.T) {
 			"config: sink.kafka-config.large-message-handle.large-message-handle-option", "it's not supported"},
 		{"claim check with avro", sinkConf("[sink.kafka-config.large-message-handle]\nclaim-check-storage-uri = \"s3://b/p\"\n"),
 			"config: sink.kafka-config.large-message-handle.claim-check-storage-uri", "not supported"},
-		{"integrity without extension", conf("[integrity]\nintegrity-check-level = \"correctness\"\n" + dispatch),
-			"config: integrity.integrity-check-level", "requires enable-tidb-extension=true"},
-		{"integrity with column selectors", with(func(in *Input) {
+		{"integrity correctness", conf("[integrity]\nintegrity-check-level = \"correctness\"\n" + dispatch),
+			"config: integrity.integrity-check-level", `"correctness" is not supported yet by tidestream (the Avro checksum fields are not implemented); use "none"`},
+		{"integrity correctness with its prerequisites", with(func(in *Input) {
 			in.SinkURI = minimalURI + "&enable-tidb-extension=true&avro-decimal-handling-mode=string&avro-bigint-unsigned-handling-mode=string"
-			in.ConfigTOML = []byte("[integrity]\nintegrity-check-level = \"correctness\"\n" + dispatch +
-				"column-selectors = [{matcher = ['*.*'], columns = ['a']}]\n")
-		}), "config: integrity.integrity-check-level", "column-selectors"},
+			in.ConfigTOML = []byte("[integrity]\nintegrity-check-level = \"Correctness\"\n" + dispatch)
+		}), "config: integrity.integrity-check-level", `"Correctness" is not supported yet`},
 		{"bad integrity level", conf("[integrity]\nintegrity-check-level = \"paranoid\"\n" + dispatch), "config: integrity.integrity-check-level", "none or correctness"},
 		{"transaction atomicity table", sinkConf("transaction-atomicity = \"table\"\n"), "config: sink.transaction-atomicity", "must be none"},
 		{"sync point", conf("enable-sync-point = true\n" + dispatch), "config: enable-sync-point", "MySQL/TiDB downstream"},
@@ -301,7 +301,11 @@ func TestBuildRejects(t *testing.T) {
 		{"encoder concurrency", sinkConf("encoder-concurrency = 0\n"), "config: sink.encoder-concurrency", "between 1 and 65536"},
 		{"watermark without extension", uri("&avro-enable-watermark=true"), "sink-uri: avro-enable-watermark", "enable-tidb-extension"},
 		{"userinfo in sink uri", with(func(in *Input) { in.SinkURI = "kafka://u:hunter2@h:9092/t?protocol=avro" }), "sink-uri: userinfo", "not used for Kafka"},
-		{"column selector without columns", sinkConf("column-selectors = [{matcher = ['*.*']}]\n"), "config: sink.column-selectors[0].columns", "required"},
+		{"column selectors", sinkConf("column-selectors = [{matcher = ['*.*'], columns = ['*', '!secret_col']}]\n"),
+			"config: sink.column-selectors", "is not supported yet by tidestream (the Avro encoder writes every column)"},
+		{"column selectors as sections, before an invalid rule", sinkConf("[[sink.column-selectors]]\nmatcher = ['*.*']\n"),
+			"config: sink.column-selectors", "is not supported yet by tidestream"},
+		{"column selectors not a list", sinkConf("column-selectors = \"a\"\n"), "config: sink.column-selectors", "must be an array of tables"},
 	}
 	// The stuck-duration case needs the key at top level, before [sink].
 	for i := range cases {

@@ -7,12 +7,13 @@
 // error), defaults, the merge of the sink URI over [sink.kafka-config] (the
 // URI wins), and every check that can be made without the network: Avro's
 // one-table-per-topic rule, dispatcher and filter syntax, registry presence,
-// integrity-check prerequisites. It is not responsible for checks that need
-// the upstream or Kafka (whether tables have a valid index, whether a named
-// index or column exists, topic and broker settings): those happen when the
-// changefeed starts. Everything rejected here names the field it is about,
-// as `sink-uri: <param>`, `schema-registry` or `config: <dotted.path>`, and
-// no error ever contains a secret.
+// TiCDC features the encoder does not implement yet. It is not responsible
+// for checks that need the upstream or Kafka (whether tables have a valid
+// index, whether a named index or column exists, topic and broker
+// settings): those happen when the changefeed starts. Everything rejected
+// here names the field it is about, as `sink-uri: <param>`,
+// `schema-registry` or `config: <dotted.path>`, and no error ever contains
+// a secret.
 //
 // Choices where TiCDC is more lenient, all made so a mistake fails at create
 // time instead of surfacing later as a wrong stream:
@@ -38,4 +39,9 @@
 //     is rejected with a clear message;
 //   - [sink.kafka-config.large-message-handle] accepts only "none" for both
 //     the option and the compression, since the Avro encoder applies neither.
+//   - TiCDC features the encoder does not implement yet are rejected when
+//     asked for, since ignoring them would change what reaches Kafka
+//     without a word: [integrity] integrity-check-level = "correctness" (no
+//     checksum fields), a non-empty [sink] column-selectors and a non-empty
+//     [[filter.event-filters]]. filter.ignore-txn-start-ts is applied.
 package replicaconfig

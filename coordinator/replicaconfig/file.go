@@ -40,9 +40,6 @@ type fileConfig struct {
 	opts *sinkuri.Options
 	// registry is [sink] schema-registry, "" when absent.
 	registry string
-	// integrityField is where integrity-check-level was written, for the
-	// cross-check errors made after the merge.
-	integrityField string
 }
 
 // decodeFile decodes and walks the TOML. Unknown keys win over value errors
@@ -190,7 +187,7 @@ func walkRoot(n *node) *fileConfig {
 		walkSink(s, fc)
 	}
 	if i := n.table("integrity"); i != nil {
-		walkIntegrity(i, cfg.Integrity, fc)
+		walkIntegrity(i, cfg.Integrity)
 	}
 	if c := n.table("consistent"); c != nil {
 		walkConsistent(c)
@@ -223,66 +220,17 @@ func walkFilter(f *node, cfg *tidestreamv1.ReplicaConfig) {
 			cfg.Filter.IgnoreTxnStartTs = append(cfg.Filter.IgnoreTxnStartTs, uint64(t))
 		}
 	}
-	for _, ef := range f.tables("event-filters") {
-		cfg.Filter.EventFilters = append(cfg.Filter.EventFilters, walkEventFilter(ef, cfg.CaseSensitive))
+	// Until the encoder applies event filters, accepting them would
+	// replicate the very events the user asked to drop.
+	if efs := f.tables("event-filters"); len(efs) > 0 {
+		f.w.fail(cdcerr.Field(f.field("event-filters"),
+			"is not supported yet by tidestream (the encoder does not apply event filters, so every event would be replicated); "+
+				"remove it, or exclude whole tables with filter.rules"))
 	}
 	// TiCDC's older [filter] do-dbs / ignore-tables style is not accepted:
 	// rules say the same thing in one syntax.
 	f.finish()
 }
-
-func walkEventFilter(n *node, caseSensitive bool) *tidestreamv1.EventFilterRule {
-	r := &tidestreamv1.EventFilterRule{}
-	r.Matcher = n.matcher(caseSensitive)
-	if ev, ok := n.strs("ignore-event"); ok {
-		for i, e := range ev {
-			norm := strings.Join(strings.Fields(strings.ToLower(e)), " ")
-			if _, known := eventTypes[norm]; !known {
-				n.w.fail(cdcerr.Field(n.field("ignore-event")+"["+strconv.Itoa(i)+"]", "unknown event type %q", e))
-			}
-			r.IgnoreEvent = append(r.IgnoreEvent, norm)
-		}
-	}
-	if sqls, ok := n.strs("ignore-sql"); ok {
-		for i, s := range sqls {
-			if _, err := regexp.Compile(s); err != nil {
-				n.w.fail(cdcerr.Field(n.field("ignore-sql")+"["+strconv.Itoa(i)+"]", "invalid regular expression: %v", err))
-			}
-		}
-		r.IgnoreSql = sqls
-	}
-	// The value expressions are SQL; they are parsed by the encoder, which
-	// owns the TiDB expression code. Here they are only carried.
-	r.IgnoreInsertValueExpr, _ = n.str("ignore-insert-value-expr")
-	r.IgnoreUpdateOldValueExpr, _ = n.str("ignore-update-old-value-expr")
-	r.IgnoreUpdateNewValueExpr, _ = n.str("ignore-update-new-value-expr")
-	r.IgnoreDeleteValueExpr, _ = n.str("ignore-delete-value-expr")
-	n.finish()
-	return r
-}
-
-// eventTypes are the ignore-event names TiCDC's event filter accepts.
-var eventTypes = func() map[string]struct{} {
-	m := map[string]struct{}{}
-	for _, e := range []string{
-		"all dml", "all ddl", "insert", "update", "delete",
-		"create schema", "create database", "drop schema", "drop database",
-		"create table", "drop table", "rename table", "truncate table", "alter table",
-		"add column", "drop column", "modify column", "set default value",
-		"add index", "create index", "drop index", "rename index",
-		"add primary key", "drop primary key", "alter index visibility",
-		"create view", "drop view",
-		"add table partition", "drop table partition", "truncate table partition",
-		"exchange table partition", "reorganize table partition",
-		"alter table partitioning", "remove table partitioning",
-		"modify table comment", "modify table charset and collate",
-		"modify schema charset and collate", "recover table", "rebase auto id",
-		"multi schema change",
-	} {
-		m[e] = struct{}{}
-	}
-	return m
-}()
 
 func walkScheduler(s *node, sc *tidestreamv1.SchedulerConfig) {
 	if v, ok := s.boolean("enable-table-across-nodes"); ok {
@@ -305,14 +253,20 @@ func nonNegative(n *node, key string, v int64) {
 	}
 }
 
-func walkIntegrity(n *node, ic *tidestreamv1.IntegrityConfig, fc *fileConfig) {
+func walkIntegrity(n *node, ic *tidestreamv1.IntegrityConfig) {
 	if v, ok := n.str("integrity-check-level"); ok {
-		l := strings.ToLower(v)
-		if l != "none" && l != "correctness" {
+		switch l := strings.ToLower(v); l {
+		case "none":
+			ic.IntegrityCheckLevel = l
+		case "correctness":
+			// TiCDC's value, so it gets its own message rather than "must
+			// be none": without the checksum fields in the records the
+			// consumer could verify nothing.
+			n.w.fail(cdcerr.Field(n.field("integrity-check-level"),
+				"%q is not supported yet by tidestream (the Avro checksum fields are not implemented); use \"none\"", v))
+		default:
 			n.w.fail(cdcerr.Field(n.field("integrity-check-level"), "must be none or correctness, got %q", v))
 		}
-		ic.IntegrityCheckLevel = l
-		fc.integrityField = n.field("integrity-check-level")
 	}
 	if v, ok := n.str("corruption-handle-level"); ok {
 		l := strings.ToLower(v)

@@ -50,8 +50,11 @@ func walkSink(n *node, fc *fileConfig) {
 	for _, d := range n.tables("dispatchers") {
 		sc.Dispatchers = append(sc.Dispatchers, walkDispatcher(d, fc.cfg.CaseSensitive))
 	}
-	for _, c := range n.tables("column-selectors") {
-		sc.ColumnSelectors = append(sc.ColumnSelectors, walkColumnSelector(c, fc.cfg.CaseSensitive))
+	// Until the encoder applies column selectors, accepting them would
+	// publish the columns the user asked to leave out.
+	if cs := n.tables("column-selectors"); len(cs) > 0 {
+		n.w.fail(cdcerr.Field(n.field("column-selectors"),
+			"is not supported yet by tidestream (the Avro encoder writes every column); remove it to replicate all columns"))
 	}
 	if k := n.table("kafka-config"); k != nil {
 		walkKafkaConfig(k, fc.opts)
@@ -121,24 +124,6 @@ func walkDispatcher(n *node, caseSensitive bool) *tidestreamv1.DispatchRule {
 	r.Topic = topic
 	n.finish()
 	return r
-}
-
-func walkColumnSelector(n *node, caseSensitive bool) *tidestreamv1.ColumnSelector {
-	c := &tidestreamv1.ColumnSelector{}
-	c.Matcher = n.matcher(caseSensitive)
-	if cols, ok := n.strs("columns"); ok {
-		c.Columns = cols
-	}
-	if len(c.Columns) == 0 {
-		n.w.fail(cdcerr.Field(n.field("columns"), "is required and must not be empty"))
-	}
-	for _, col := range c.Columns {
-		if strings.TrimSpace(strings.TrimPrefix(col, "!")) == "" {
-			n.w.fail(cdcerr.Field(n.field("columns"), "contains an empty column pattern"))
-		}
-	}
-	n.finish()
-	return c
 }
 
 // walkKafkaConfig reads [sink.kafka-config]. Its plain keys are the sink-URI

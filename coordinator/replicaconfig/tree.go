@@ -222,8 +222,7 @@ func (n *node) tables(key string) []*node {
 }
 
 // matcher reads a rule's required `matcher` list and checks it parses as
-// table-filter patterns; dispatchers, column selectors and event filters
-// all carry one.
+// table-filter patterns.
 func (n *node) matcher(caseSensitive bool) []string {
 	m, _ := n.strs("matcher")
 	if len(m) == 0 {
