@@ -41,14 +41,23 @@ func startPD(t *testing.T) *pdfake.Server {
 	return pd
 }
 
-// startServer runs `cdc server` on embedded etcd in dataDir.
+// startServer runs `cdc server` on embedded etcd in dataDir, or in a new
+// temp dir when dataDir is "" (a new one for each start attempt, see
+// harness.StartOnFreePorts; a restart on a given dataDir reuses it).
 func startServer(t *testing.T, name, dataDir, pdURL string) *server {
-	addr := harness.FreeAddr(t)
-	p := harness.Start(t, name, harness.CDC(t), "server",
-		"--addr", addr, "--status-addr", harness.FreeAddr(t),
-		"--data-dir", dataDir, "--pd", pdURL, "--log-level", "debug")
-	harness.WaitServing(t, p, addr, 60*time.Second)
-	return &server{proc: p, addr: addr, dataDir: dataDir}
+	t.Helper()
+	dir := dataDir
+	p, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: name, Bin: harness.CDC(t), Addrs: 2,
+		Args: func(addrs []string) []string {
+			if dataDir == "" {
+				dir = t.TempDir()
+			}
+			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1],
+				"--data-dir", dir, "--pd", pdURL, "--log-level", "debug"}
+		},
+		Ready: harness.Serving(60 * time.Second),
+	})
+	return &server{proc: p, addr: addrs[0], dataDir: dir}
 }
 
 func (s *server) cli(t *testing.T, args ...string) harness.Result {
@@ -100,8 +109,8 @@ func assertNoSecrets(t *testing.T, where, text string) {
 // lifecycle, across a restart of the server on the same data dir.
 func TestChangefeedLifecycleSurvivesRestart(t *testing.T) {
 	pd := startPD(t)
-	dataDir := t.TempDir()
-	srv := startServer(t, "cdc-server", dataDir, pd.URL())
+	srv := startServer(t, "cdc-server", "", pd.URL())
+	dataDir := srv.dataDir
 	procs := []*harness.Proc{srv.proc}
 
 	conf := filepath.Join(t.TempDir(), "changefeed.conf")
@@ -206,7 +215,7 @@ func TestChangefeedLifecycleSurvivesRestart(t *testing.T) {
 // the field, no secret echoed.
 func TestCreateRejectsBadInputThroughCLI(t *testing.T) {
 	pd := startPD(t)
-	srv := startServer(t, "cdc-server", t.TempDir(), pd.URL())
+	srv := startServer(t, "cdc-server", "", pd.URL())
 	badConf := filepath.Join(t.TempDir(), "bad.conf")
 	require.NoError(t, os.WriteFile(badConf, []byte("[sink]\ndispatchers = [{matcher = ['*.*'], topic = \"tidb_{schema}\", partition=\"index-value\"}]\n"), 0o600))
 	unknownKey := filepath.Join(t.TempDir(), "unknown.conf")

@@ -25,16 +25,20 @@ func TestOwnerFailoverAfterKill9(t *testing.T) {
 	etcd := harness.StartEtcd(t)
 	var coords []*coordProc
 	for i := 0; i < 3; i++ {
-		c := &coordProc{id: fmt.Sprintf("coord-%d", i), addr: harness.FreeAddr(t)}
-		c.proc = harness.Start(t, c.id, harness.CDC(t), "coordinator",
-			"--etcd", etcd.Endpoint, "--member-id", c.id, "--cluster-id", "failover",
-			"--addr", c.addr, "--status-addr", harness.FreeAddr(t),
-			"--data-dir", t.TempDir(), "--session-ttl", "5s")
-		coords = append(coords, c)
-	}
-	for _, c := range coords {
-		harness.WaitServing(t, c.proc, c.addr, 60*time.Second)
+		c := &coordProc{id: fmt.Sprintf("coord-%d", i)}
+		var addrs []string
+		c.proc, addrs = harness.StartOnFreePorts(t, harness.Launch{Name: c.id, Bin: harness.CDC(t), Addrs: 2,
+			Args: func(addrs []string) []string {
+				return []string{"coordinator",
+					"--etcd", etcd.Endpoint, "--member-id", c.id, "--cluster-id", "failover",
+					"--addr", addrs[0], "--status-addr", addrs[1],
+					"--data-dir", t.TempDir(), "--session-ttl", "5s"}
+			},
+			Ready: harness.Serving(60 * time.Second),
+		})
+		c.addr = addrs[0]
 		c.cli = pb.NewClusterServiceClient(harness.Dial(t, c.addr))
+		coords = append(coords, c)
 	}
 
 	// Every coordinator sees the same single owner among three members.

@@ -20,15 +20,18 @@ import (
 // startRole runs `cdc <role>` on external etcd and waits until it serves.
 func startRole(t *testing.T, role, id, etcd, pd string) (*harness.Proc, string) {
 	t.Helper()
-	addr := harness.FreeAddr(t)
-	args := []string{role, "--etcd", etcd, "--member-id", id, "--cluster-id", "multi",
-		"--addr", addr, "--status-addr", harness.FreeAddr(t), "--data-dir", t.TempDir(), "--session-ttl", "3s"}
-	if role != "sorter" {
-		args = append(args, "--pd", pd) // a sorter reads no PD and has no such flag
-	}
-	p := harness.Start(t, id, harness.CDC(t), args...)
-	harness.WaitServing(t, p, addr, 60*time.Second)
-	return p, addr
+	p, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: id, Bin: harness.CDC(t), Addrs: 2,
+		Args: func(addrs []string) []string {
+			args := []string{role, "--etcd", etcd, "--member-id", id, "--cluster-id", "multi",
+				"--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", t.TempDir(), "--session-ttl", "3s"}
+			if role != "sorter" {
+				args = append(args, "--pd", pd) // a sorter reads no PD and has no such flag
+			}
+			return args
+		},
+		Ready: harness.Serving(60 * time.Second),
+	})
+	return p, addrs[0]
 }
 
 // TestStagesInSeparateProcesses runs `cdc coordinator`, `cdc puller` and

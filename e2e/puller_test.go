@@ -31,24 +31,30 @@ func startPlayground(t *testing.T) *playground {
 	if bin == "" {
 		t.Skip("PLAYGROUND_BIN is not set: `make e2e` builds deploy/playground and sets it")
 	}
-	addrs := harness.FreeAddrs(t, 4)
-	pg := &playground{sqlAddr: addrs[0], statusAddr: addrs[1], pdAddr: addrs[2]}
 	port := func(a string) string { return a[len("127.0.0.1:"):] }
-	p := harness.Start(t, "playground", bin, "--data-dir", t.TempDir(),
-		"--sql-port", port(pg.sqlAddr), "--status-port", port(pg.statusAddr),
-		"--pd-port", port(pg.pdAddr), "--kv-port", port(addrs[3]),
-		"--resolved-ts-interval", "200ms", "--check-invariants")
-	db, err := sql.Open("mysql", "root@tcp("+pg.sqlAddr+")/")
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	pg.db = db
-	harness.Eventually(t, 3*time.Minute, "playground SQL port", func() error {
-		if p.Exited() {
-			t.Fatalf("playground exited:\n%s", p.Log())
-		}
-		return db.Ping()
+	var db *sql.DB
+	_, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "playground", Bin: bin, Addrs: 4,
+		Args: func(addrs []string) []string {
+			return []string{"--data-dir", t.TempDir(),
+				"--sql-port", port(addrs[0]), "--status-port", port(addrs[1]),
+				"--pd-port", port(addrs[2]), "--kv-port", port(addrs[3]),
+				"--resolved-ts-interval", "200ms", "--check-invariants"}
+		},
+		Ready: func(p *harness.Proc, addrs []string) error {
+			d, err := sql.Open("mysql", "root@tcp("+addrs[0]+")/")
+			if err != nil {
+				return err
+			}
+			if err := harness.Await(p, 3*time.Minute, "playground SQL port", d.Ping); err != nil {
+				d.Close()
+				return err
+			}
+			db = d
+			return nil
+		},
 	})
-	return pg
+	t.Cleanup(func() { db.Close() })
+	return &playground{sqlAddr: addrs[0], statusAddr: addrs[1], pdAddr: addrs[2], db: db}
 }
 
 // currentTS reads a fresh TSO through TiDB (it is 0 outside a transaction).
@@ -82,7 +88,7 @@ func recordSpan(ctx context.Context, t *testing.T, db *sql.DB, schema, table str
 func TestPullerThroughCDCServer(t *testing.T) {
 	pg := startPlayground(t)
 	db := pg.db
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
+	srv := startServer(t, "cdc-server", "", "http://"+pg.pdAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -21,7 +21,7 @@ import (
 // Before, the graceful stop waited its whole 15 s drain for those streams.
 func TestServerStopsPromptlyWithActivePipeline(t *testing.T) {
 	pg := startPlayground(t)
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
+	srv := startServer(t, "cdc-server", "", "http://"+pg.pdAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for _, q := range []string{"CREATE DATABASE stop", "CREATE TABLE stop.t (id BIGINT PRIMARY KEY, v VARCHAR(32))"} {

@@ -25,7 +25,7 @@ import (
 func TestSorterThroughCDCServer(t *testing.T) {
 	pg := startPlayground(t)
 	db := pg.db
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
+	srv := startServer(t, "cdc-server", "", "http://"+pg.pdAddr)
 	sorterAddr := srv.addr
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

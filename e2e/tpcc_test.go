@@ -67,7 +67,7 @@ func TestTPCCThroughCDCServer(t *testing.T) {
 	require.True(t, item.intHandle, "item has an int handle (clustered INT primary key)")
 	t.Logf("split %d tables into 4 regions each in %s", len(tpccTables), time.Since(began).Round(100*time.Millisecond))
 
-	srv := startServer(t, "cdc-server", t.TempDir(), "http://"+pg.pdAddr)
+	srv := startServer(t, "cdc-server", "", "http://"+pg.pdAddr)
 	conn, err := pg.db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()

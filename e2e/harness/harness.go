@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,8 +26,9 @@ import (
 )
 
 // FreeAddr returns 127.0.0.1:<port> with a port that was free a moment ago.
-// The process under test binds it right after; the short race with another
-// process on the machine is accepted.
+// The process under test binds it right after, but another process may
+// take it in between: StartOnFreePorts picks its addresses with FreeAddrs
+// and retries that failure, so prefer it for a process that listens.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,21 +58,31 @@ func FreeAddrs(t testing.TB, n int) []string {
 
 // Proc is a process started by a test.
 type Proc struct {
-	Name    string
-	LogPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+	Name        string
+	LogPath     string
+	cmd         *exec.Cmd
+	done        chan struct{}
+	waitErr     error
+	startFailed bool // a failed StartOnFreePorts attempt: its log is in the test's messages already
 }
 
 // Start runs bin with args, its stdout and stderr appended to a log file in
 // the test's temp dir, and registers a cleanup that stops it.
 func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	t.Helper()
+	p, err := start(t, name, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t testing.TB, name, bin string, args ...string) (*Proc, error) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatalf("%s: log file: %v", name, err)
+		return nil, fmt.Errorf("%s: log file: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -78,7 +90,7 @@ func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
-		t.Fatalf("%s: start %s: %v", name, bin, err)
+		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
 	}
 	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -88,11 +100,106 @@ func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	}()
 	t.Cleanup(func() {
 		p.Kill()
-		if t.Failed() {
+		if t.Failed() && !p.startFailed {
 			t.Logf("--- log of %s (pid %d) ---\n%s", name, cmd.Process.Pid, p.Log())
 		}
 	})
-	return p
+	return p, nil
+}
+
+// Launch is a process that listens on loopback addresses picked for it.
+type Launch struct {
+	Name, Bin string
+	// Addrs is how many loopback addresses (127.0.0.1:<port>) to pick.
+	Addrs int
+	// Args is the command line on the picked addresses. It is called once
+	// per attempt, so a data dir it makes with t.TempDir is fresh each time.
+	Args func(addrs []string) []string
+	// Ready waits until the process serves (Serving, Await, AwaitServing)
+	// and returns an error if it exits first or does not serve in time.
+	Ready func(p *Proc, addrs []string) error
+}
+
+// startAttempts bounds the launches StartOnFreePorts makes when a port is
+// taken.
+const startAttempts = 3
+
+// StartOnFreePorts picks l.Addrs loopback addresses, starts the process on
+// them as Start does and waits until l.Ready says it serves. It returns the
+// process and its addresses.
+//
+// The addresses are free when picked but released before the process binds
+// them, and tests run as parallel processes that pick ports too, so one may
+// be taken in between. That failure alone, a process that exited before it
+// was ready with PortTaken in its log, is retried on fresh addresses with a
+// fresh command line (l.Args is called again), at most 3 attempts in all.
+// Any other failure fails the test at once.
+func StartOnFreePorts(t testing.TB, l Launch) (*Proc, []string) {
+	t.Helper()
+	p, addrs, err := startOnFreePorts(t, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addrs
+}
+
+func startOnFreePorts(t testing.TB, l Launch) (*Proc, []string, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addrs := FreeAddrs(t, l.Addrs)
+		p, err := start(t, l.Name, l.Bin, l.Args(addrs)...)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = l.Ready(p, addrs)
+		if err == nil {
+			return p, addrs, nil
+		}
+		exited := p.Exited()
+		p.Kill()
+		p.startFailed = true
+		log := p.Log()
+		switch {
+		case !exited || !PortTaken(log):
+			return nil, nil, fmt.Errorf("%s (pid %d) failed to start on attempt %d (only a taken port is retried): %w\n--- its log ---\n%s",
+				l.Name, p.PID(), attempt, err, tail(log, 20000))
+		case attempt == startAttempts:
+			return nil, nil, fmt.Errorf("%s failed to start on all %d attempts, each on a taken port; the last (pid %d): %w\n--- its log ---\n%s",
+				l.Name, attempt, p.PID(), err, tail(log, 20000))
+		}
+		t.Logf("%s: start attempt %d of %d: %s; retrying on other ports", l.Name, attempt, startAttempts, lineWith(log, inUse))
+	}
+}
+
+// PortTaken classifies a start failure by the log of the process, once it
+// has exited before it was ready: one of the addresses it was given was
+// bound by someone else in the meantime. Go's listeners (`cdc`, the
+// playground, etcd) all fail with the same net error,
+// "listen tcp 127.0.0.1:<port>: bind: address already in use", and the
+// process logs it and exits.
+func PortTaken(log string) bool {
+	return strings.Contains(log, inUse)
+}
+
+// inUse is how Go (syscall.EADDRINUSE) words a bind to a taken port.
+const inUse = "address already in use"
+
+// lineWith is the first line of s that contains sub.
+func lineWith(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return strings.TrimRight(line, "\n")
+		}
+	}
+	return ""
+}
+
+// tail is the last n bytes of s, marked as cut when they are not all of it.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "...\n" + s[len(s)-n:]
+	}
+	return s
 }
 
 // PID of the process.
@@ -171,12 +278,40 @@ func Dial(t testing.TB, addr string) *grpc.ClientConn {
 // reports SERVING; it fails the test if p exits first.
 func WaitServing(t testing.TB, p *Proc, addr string, timeout time.Duration) {
 	t.Helper()
-	conn := Dial(t, addr)
-	hc := healthpb.NewHealthClient(conn)
-	Eventually(t, timeout, p.Name+" serving on "+addr, func() error {
+	if err := AwaitServing(p, addr, timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Await polls cond every 50 ms until it returns nil. It returns an error if
+// p exits first or timeout passes.
+func Await(p *Proc, timeout time.Duration, what string, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
 		if p.Exited() {
-			t.Fatalf("%s exited before serving: %v\n%s", p.Name, p.waitErr, p.Log())
+			return fmt.Errorf("%s exited before %s: %v", p.Name, what, p.waitErr)
 		}
+		last := cond()
+		if last == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not true within %s: %v", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// AwaitServing polls the standard gRPC health service at addr until it
+// reports SERVING. It returns an error if p exits first or timeout passes.
+func AwaitServing(p *Proc, addr string, timeout time.Duration) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	return Await(p, timeout, p.Name+" serving on "+addr, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -188,6 +323,12 @@ func WaitServing(t testing.TB, p *Proc, addr string, timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// Serving is a Launch.Ready for a gRPC server on the first address: it
+// waits up to timeout for AwaitServing.
+func Serving(timeout time.Duration) func(p *Proc, addrs []string) error {
+	return func(p *Proc, addrs []string) error { return AwaitServing(p, addrs[0], timeout) }
 }
 
 // Result is the outcome of a command run to completion.
@@ -225,35 +366,35 @@ type Etcd struct {
 	Endpoint string
 }
 
-// StartEtcd starts `etcd` on loopback ports chosen now, with its data in a
-// temp dir, and waits until it answers.
+// StartEtcd starts `etcd` on loopback ports chosen now (StartOnFreePorts),
+// with its data in a temp dir, and waits until it answers.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatalf("etcd not installed (make deps installs Debian's etcd-server): %v", err)
 	}
-	client := "http://" + FreeAddr(t)
-	peer := "http://" + FreeAddr(t)
-	p := Start(t, "etcd", bin,
-		"--name", "e2e",
-		"--data-dir", filepath.Join(t.TempDir(), "etcd"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "e2e="+peer,
-		"--log-level", "warn")
-	e := &Etcd{Proc: p, Endpoint: client}
-	Eventually(t, 30*time.Second, "etcd healthy", func() error {
-		if p.Exited() {
-			t.Fatalf("etcd exited: %s", p.Log())
-		}
-		conn, err := net.DialTimeout("tcp", client[len("http://"):], time.Second)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
+	p, addrs := StartOnFreePorts(t, Launch{Name: "etcd", Bin: bin, Addrs: 2,
+		Args: func(addrs []string) []string {
+			client, peer := "http://"+addrs[0], "http://"+addrs[1]
+			return []string{"--name", "e2e",
+				"--data-dir", filepath.Join(t.TempDir(), "etcd"),
+				"--listen-client-urls", client, "--advertise-client-urls", client,
+				"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+				"--initial-cluster", "e2e=" + peer,
+				"--log-level", "warn"}
+		},
+		Ready: func(p *Proc, addrs []string) error {
+			return Await(p, 30*time.Second, "etcd healthy", func() error {
+				conn, err := net.DialTimeout("tcp", addrs[0], time.Second)
+				if err != nil {
+					return err
+				}
+				return conn.Close()
+			})
+		},
 	})
-	return e
+	return &Etcd{Proc: p, Endpoint: "http://" + addrs[0]}
 }
 
 var (

@@ -132,12 +132,16 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		active.Store(false)
 		return nil, err
 	}
+	// The failing return has already set the named result s to nil; the
+	// cleanup works on the server it started (a taken SQL port used to
+	// panic here and hide the bind error).
+	self := s
 	defer func() {
 		if err != nil {
-			if s.status == nil {
+			if self.status == nil {
 				statusLis.Close()
 			}
-			s.shutdown()
+			self.shutdown()
 			s = nil
 		}
 	}()

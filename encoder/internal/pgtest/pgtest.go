@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -60,14 +61,88 @@ func Start(t testing.TB) *Playground {
 	if bin == "" {
 		t.Skip("PLAYGROUND_BIN is unset: set it to a built deploy/playground binary (e.g. bin/playground) to run this playground test")
 	}
-	ports := FreePorts(t, 4)
+	p, err := start(t, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startAttempts bounds the launches start makes when a port is taken.
+const startAttempts = 3
+
+// start launches bin on fresh ports and a fresh data dir. The ports are
+// free when FreePorts picks them but released before the child binds them,
+// and parallel test processes pick ports too, so one may be taken in
+// between: only that failure is retried, on other ports and another data
+// dir (nothing of a failed attempt carries over), at most startAttempts
+// times in all.
+func start(t testing.TB, bin string) (*Playground, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p, err := launch(t, bin, t.TempDir(), FreePorts(t, 4))
+		if err == nil {
+			return p, nil
+		}
+		var le *launchError
+		if !errors.As(err, &le) || !le.portTaken {
+			return nil, fmt.Errorf("playground start failed on attempt %d (a failure other than a taken port is not retried): %w", attempt, err)
+		}
+		if attempt == startAttempts {
+			return nil, fmt.Errorf("playground start failed on all %d attempts, each time on a taken port; the last: %w", attempt, err)
+		}
+		t.Logf("playground start, attempt %d of %d: %s; retrying on other ports", attempt, startAttempts, le.reason)
+	}
+}
+
+// launchError is a launch that failed after the process started: why, and
+// everything the process printed.
+type launchError struct {
+	reason    string
+	output    string
+	portTaken bool // see portTaken
+}
+
+func (e *launchError) Error() string {
+	return e.reason + "\n--- playground output ---\n" + tail(e.output, 20000)
+}
+
+// portTaken classifies a launch failure from the process's output, read
+// once it has exited before its ready line: a port it was given was bound
+// by someone else in the meantime. Every listener of the playground (SQL,
+// status, PD's etcd, KV) fails with Go's net error, printed as
+// "Error: ...: listen tcp 127.0.0.1:<port>: bind: address already in use"
+// before the process exits 1.
+func portTaken(output string) bool {
+	return strings.Contains(output, inUse)
+}
+
+// inUse is how Go (syscall.EADDRINUSE) words a bind to a taken port.
+const inUse = "address already in use"
+
+// lineWith is the first line of s that contains sub.
+func lineWith(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return strings.TrimRight(line, "\n")
+		}
+	}
+	return ""
+}
+
+// launch runs bin on ports (SQL, status, PD, KV) and dataDir and waits (up
+// to 3 minutes: CI machines are slow) for its ready line. On success the
+// process is stopped when the test ends; on failure it has already been
+// stopped, and the error is a *launchError unless bin did not start at all.
+func launch(t testing.TB, bin, dataDir string, ports []int) (*Playground, error) {
+	t.Helper()
 	addr := func(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
 	p := &Playground{
 		SQLAddr: addr(ports[0]), StatusAddr: addr(ports[1]), PDAddr: addr(ports[2]), KVAddr: addr(ports[3]),
 		t: t, exited: make(chan struct{}),
 	}
 	p.cmd = exec.Command(bin,
-		"--data-dir", t.TempDir(),
+		"--data-dir", dataDir,
 		"--sql-port", strconv.Itoa(ports[0]),
 		"--status-port", strconv.Itoa(ports[1]),
 		"--pd-port", strconv.Itoa(ports[2]),
@@ -80,7 +155,7 @@ func Start(t testing.TB) *Playground {
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	ready := make(chan struct{})
 	drained := make(chan struct{})
@@ -112,6 +187,25 @@ func Start(t testing.TB) *Playground {
 		pw.Close()
 		close(p.exited)
 	}()
+	var failed *launchError
+	select {
+	case <-ready:
+	case <-p.exited:
+		<-drained // the whole output, for the classification
+		out := p.Output()
+		failed = &launchError{reason: fmt.Sprintf("playground exited before it was ready (%v)", p.cmd.ProcessState), output: out}
+		if portTaken(out) {
+			failed.portTaken = true
+			failed.reason += ": " + lineWith(out, inUse)
+		}
+	case <-time.After(3 * time.Minute):
+		p.stop()
+		<-drained
+		failed = &launchError{reason: "playground not ready within 3m", output: p.Output()}
+	}
+	if failed != nil {
+		return nil, failed
+	}
 	t.Cleanup(func() {
 		if p.pd != nil {
 			p.pd.Close()
@@ -119,21 +213,18 @@ func Start(t testing.TB) *Playground {
 		p.stop()
 		<-drained
 		if t.Failed() {
-			out := p.Output()
-			if len(out) > 20000 {
-				out = "...\n" + out[len(out)-20000:]
-			}
-			t.Logf("--- playground output ---\n%s", out)
+			t.Logf("--- playground output ---\n%s", tail(p.Output(), 20000))
 		}
 	})
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("playground exited before it was ready\n%s", p.Output())
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("playground not ready within 3m\n%s", p.Output())
+	return p, nil
+}
+
+// tail is the last n bytes of s, marked as cut when they are not all of it.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "...\n" + s[len(s)-n:]
 	}
-	return p
+	return s
 }
 
 // stop sends SIGTERM to the process it started (by PID) and, if it has not
