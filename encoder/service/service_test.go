@@ -1,0 +1,366 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pingcap/tidb/pkg/meta/model"
+	"github.com/pingcap/tidb/pkg/parser/mysql"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tidestream/tidestream/proto/contract"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sendAll is a table script: the batches, then wait for the encoder to go.
+func sendAll(batches ...*tidestreamv1.SortedBatch) func(*tidestreamv1.SubscribeRequest, grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+	return func(_ *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+		for _, b := range batches {
+			if err := st.Send(b); err != nil {
+				return err
+			}
+		}
+		<-st.Context().Done()
+		return nil
+	}
+}
+
+// Chunks are encoded concurrently, the first one last, yet the producer
+// gets the rows in the sorter's order. A sender that sent chunks as they
+// finished would put row 0 after row 5.
+func TestParallelChunksKeepSorterOrder(t *testing.T) {
+	ctx := testCtx(t)
+	const n = 12
+	var evs []*tidestreamv1.RawKVEvent
+	for i := range n {
+		evs = append(evs, put(t, int64(i), int64(i*10), snapTs+uint64(2*i)+1, snapTs+uint64(2*i)+2))
+	}
+	last := evs[n-1].CommitTs
+	sixthStarted := make(chan struct{})
+	e := newEnv(t, keyedTable(), sendAll(&tidestreamv1.SortedBatch{Events: evs, ResolvedTs: last}), func(c *Config) {
+		c.Workers, c.InFlight, c.ChunkBytes = 4, n, 1 // one transaction per chunk
+		c.Knobs.BeforeEncode = func(seq int) {
+			switch seq {
+			case 5:
+				close(sixthStarted)
+			case 0:
+				select {
+				case <-sixthStarted:
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}
+	})
+	e.resolveDDL(last)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	recs := e.collect(ctx, t, st, n, last)
+	require.Len(t, recs, n)
+	for i, r := range recs {
+		require.Equal(t, int64(i), r.key["id"], "record %d", i)
+		require.Equal(t, int64(i*10), r.value["v"])
+		require.Equal(t, "tidb_test_t", r.rec.GetTopic())
+		require.Equal(t, evs[i].CommitTs, r.rec.GetCommitTs())
+	}
+}
+
+// A row is decoded with the schema at its commit ts − 1, which the encoder
+// learns from the DDL stream: it holds the row until that stream is
+// resolved there. Decoding early fails (the history refuses a ts above its
+// resolved one), or would use the old schema and lose column c.
+func TestRowsWaitForTheSchemaHistory(t *testing.T) {
+	ctx := testCtx(t)
+	const ddlAt, rowAt = snapTs + 10, snapTs + 20
+	rowSent := make(chan struct{})
+	e := newEnv(t, keyedTable(), func(_ *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+		// Written after ADD COLUMN c: the value holds c.
+		ev := &tidestreamv1.RawKVEvent{Key: rowKey(1), Value: rowValue(t, []int64{2, 3}, int64(5), int64(9)),
+			Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: rowAt - 1, CommitTs: rowAt}
+		if err := st.Send(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{ev}, ResolvedTs: rowAt}); err != nil {
+			return err
+		}
+		close(rowSent)
+		<-st.Context().Done()
+		return nil
+	}, nil)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	<-rowSent
+	// Only now does the DDL stream deliver ADD COLUMN c (default 7).
+	e.resolveDDL(ddlAt, jobEvent(t, addColumnC(t), ddlAt))
+	e.resolveDDL(rowAt)
+	recs := e.collect(ctx, t, st, 1, rowAt)
+	require.Equal(t, int64(5), recs[0].value["v"])
+	require.Equal(t, int64(9), recs[0].value["c"], "decoded with the schema after the DDL")
+}
+
+// An update that moves a unique key to another row is a delete and an
+// insert in one transaction, in key order. When the sorter splits that
+// transaction over two batches, the delete must still come out first: a
+// tombstone after the insert erases the new row downstream.
+func TestTransactionSplitAcrossSorterBatchesKeepsDeletesFirst(t *testing.T) {
+	ctx := testCtx(t)
+	const start, commit = snapTs + 1, snapTs + 2
+	ins := &tidestreamv1.RawKVEvent{Key: rowKey(3), Value: rowValue(t, []int64{1, 2}, int64(1), int64(200)),
+		Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: start, CommitTs: commit}
+	del := &tidestreamv1.RawKVEvent{Key: rowKey(7), OldValue: rowValue(t, []int64{1, 2}, int64(1), int64(100)),
+		Op: tidestreamv1.OpType_OP_TYPE_DELETE, StartTs: start, CommitTs: commit}
+	e := newEnv(t, uniqueKeyTable(), sendAll(
+		&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{ins}},
+		&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{del}, ResolvedTs: commit},
+	), nil)
+	e.resolveDDL(commit)
+	recs := e.collect(ctx, t, e.subscribe(ctx, t, 1, snapTs), 2, commit)
+	require.Len(t, recs, 2)
+	require.True(t, recs[0].rec.GetTombstone(), "the delete first")
+	require.Equal(t, int64(1), recs[0].key["u"])
+	require.False(t, recs[1].rec.GetTombstone())
+	require.Equal(t, int64(1), recs[1].key["u"])
+	require.Equal(t, int64(200), recs[1].value["v"])
+}
+
+// A sorter stream that breaks is re-subscribed from the last resolved ts;
+// what the sorter sends again up to the last event already passed on is
+// not passed on twice, and nothing after it is missed.
+func TestSorterRetryResumesWithoutDuplicates(t *testing.T) {
+	ctx := testCtx(t)
+	ev := func(i int) *tidestreamv1.RawKVEvent {
+		return put(t, int64(i), int64(i), snapTs+uint64(2*i)+1, snapTs+uint64(2*i)+2)
+	}
+	r1 := ev(2).CommitTs
+	var calls atomic.Int32
+	e := newEnv(t, keyedTable(), func(req *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+		switch calls.Add(1) {
+		case 1:
+			if err := st.Send(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{ev(1), ev(2)}, ResolvedTs: r1}); err != nil {
+				return err
+			}
+			// ev(3) and ev(4) share no commit ts: ev(3) is a whole
+			// transaction, passed on before the stream breaks.
+			if err := st.Send(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{ev(3), ev(4)}}); err != nil {
+				return err
+			}
+			return contract.Status(contract.Transient, codes.Unavailable, "sorter restarting")
+		default:
+			if req.GetFromTs() != r1 {
+				return status.Errorf(codes.InvalidArgument, "resumed from %d, want %d", req.GetFromTs(), r1)
+			}
+			return sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{ev(3), ev(4), ev(5)}, ResolvedTs: ev(5).CommitTs})(req, st)
+		}
+	}, nil)
+	e.resolveDDL(ev(5).CommitTs)
+	recs := e.collect(ctx, t, e.subscribe(ctx, t, 1, snapTs), 5, ev(5).CommitTs)
+	require.Len(t, recs, 5)
+	for i, r := range recs {
+		require.Equal(t, int64(i+1), r.key["id"])
+	}
+	require.GreaterOrEqual(t, calls.Load(), int32(2))
+}
+
+// A schema the registry refuses fails the changefeed with the table and the
+// DDL that produced the schema.
+func TestRegistryRefusalIsFatalAndNamesTheTable(t *testing.T) {
+	ctx := testCtx(t)
+	evs := []*tidestreamv1.RawKVEvent{put(t, 1, 1, snapTs+1, snapTs+2)}
+	e := newEnv(t, keyedTable(), sendAll(&tidestreamv1.SortedBatch{Events: evs, ResolvedTs: snapTs + 2}), nil)
+	e.registry.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.Contains(r.URL.Path, "-value/versions") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error_code": 409, "message": "Schema being registered is incompatible"})
+		return true
+	})
+	e.resolveDDL(snapTs + 2)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	_, err := st.Recv()
+	require.Error(t, err)
+	require.Equal(t, contract.Fatal, contract.Classify(err), "%v", err)
+	require.Contains(t, err.Error(), "test.t")
+	require.Contains(t, err.Error(), "incompatible")
+}
+
+// While the registry answers 5xx the stream carries the stall as a warning
+// (the producer reports it); once it recovers the rows flow.
+func TestRegistryStallIsReportedThenRecovers(t *testing.T) {
+	ctx := testCtx(t)
+	evs := []*tidestreamv1.RawKVEvent{put(t, 1, 1, snapTs+1, snapTs+2)}
+	e := newEnv(t, keyedTable(), sendAll(&tidestreamv1.SortedBatch{Events: evs, ResolvedTs: snapTs + 2}), func(c *Config) {
+		c.WarnInterval = 20 * time.Millisecond
+	})
+	var down atomic.Bool
+	down.Store(true)
+	e.registry.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if !down.Load() {
+			return false
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
+	e.resolveDDL(snapTs + 2)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	b, err := st.Recv()
+	require.NoError(t, err)
+	require.Contains(t, b.GetWarning(), "schema registry")
+	require.Empty(t, b.GetRecords())
+	down.Store(false)
+	recs := e.collect(ctx, t, st, 1, snapTs+2)
+	require.Equal(t, int64(1), recs[0].key["id"])
+}
+
+// The producer's ack reaches the sorter, never beyond what was sent; an ack
+// of an older epoch is refused.
+func TestAckIsRelayedNoFurtherThanSent(t *testing.T) {
+	ctx := testCtx(t)
+	const resolved = snapTs + 2
+	e := newEnv(t, keyedTable(), sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{put(t, 1, 1, snapTs+1, resolved)}, ResolvedTs: resolved}), nil)
+	e.resolveDDL(resolved)
+	st := e.subscribe(ctx, t, 2, snapTs)
+	e.collect(ctx, t, st, 1, resolved)
+	_, err := e.client.Ack(ctx, &tidestreamv1.PipelineProgress{ChangefeedId: "cf", PipelineId: 1, Epoch: 2, CheckpointTs: resolved + 100})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{resolved}, e.sorter.tableAcks())
+	_, err = e.client.Ack(ctx, &tidestreamv1.PipelineProgress{ChangefeedId: "cf", PipelineId: 1, Epoch: 1, CheckpointTs: resolved})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+}
+
+// A newer epoch takes the pipeline over and the older stream is told it is
+// fenced; the older epoch cannot come back.
+func TestNewerEpochFencesTheOlderStream(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t, keyedTable(), sendAll(), nil)
+	old := e.subscribe(ctx, t, 1, snapTs)
+	require.Eventually(t, func() bool { return len(e.sorter.tableReqs()) == 1 }, 10*time.Second, time.Millisecond)
+	e.subscribe(ctx, t, 2, snapTs)
+	_, err := old.Recv()
+	require.Equal(t, contract.Fenced, contract.Classify(err), "%v", err)
+	_, err = e.subscribe(ctx, t, 1, snapTs).Recv()
+	require.Equal(t, contract.Fenced, contract.Classify(err), "%v", err)
+}
+
+// A row that cannot be decoded fails the pipeline naming table, key and
+// commit ts; it is never skipped.
+func TestUndecodableRowFailsThePipeline(t *testing.T) {
+	ctx := testCtx(t)
+	bad := &tidestreamv1.RawKVEvent{Key: rowKey(1), Value: []byte{0x80, 0x01, 0xff}, Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: snapTs + 1, CommitTs: snapTs + 2}
+	e := newEnv(t, keyedTable(), sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{bad}, ResolvedTs: snapTs + 2}), nil)
+	e.resolveDDL(snapTs + 2)
+	_, err := e.subscribe(ctx, t, 1, snapTs).Recv()
+	require.Equal(t, contract.Fatal, contract.Classify(err), "%v", err)
+	require.Contains(t, err.Error(), "1002", "commit ts")
+}
+
+// What the encoder cannot do fails the pipeline with the reason at once.
+func TestChangefeedTheEncoderCannotServe(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t, keyedTable(), sendAll(), nil)
+	e.info.Config.Sink.Protocol = "canal-json"
+	_, err := e.subscribe(ctx, t, 1, snapTs).Recv()
+	require.Equal(t, contract.Fatal, contract.Classify(err))
+	require.Contains(t, err.Error(), "canal-json")
+
+	e.info.Config.Sink.Protocol = "avro"
+	e.info.Config.Integrity = &tidestreamv1.IntegrityConfig{IntegrityCheckLevel: "correctness"}
+	_, err = e.subscribe(ctx, t, 2, snapTs).Recv()
+	require.Equal(t, contract.Fatal, contract.Classify(err))
+	require.Contains(t, err.Error(), "integrity-check-level")
+
+	st, err := e.client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "gone", PipelineId: 1, Epoch: 1, FromTs: snapTs, Spans: tableSpan()})
+	require.NoError(t, err)
+	_, err = st.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Equal(t, contract.Fatal, contract.Classify(err))
+}
+
+// Pipelines of one changefeed share one history and one DDL stream; a
+// pipeline asking for a ts below the history's start gets its own.
+func TestPipelinesShareTheHistory(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t, keyedTable(), sendAll(), nil)
+	var wg sync.WaitGroup
+	for _, p := range []struct {
+		id   int64
+		from uint64
+	}{{1, snapTs}, {2, snapTs + 5}, {3, snapTs - 5}} {
+		_, err := e.client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: p.id, Epoch: 1, FromTs: p.from, Spans: tableSpan()})
+		require.NoError(t, err)
+		// Subscribe returns before the server attached; wait for each to
+		// reach the sorter so the order is the one written here.
+		require.Eventually(t, func() bool { return len(e.sorter.tableReqs()) == int(p.id) }, 10*time.Second, time.Millisecond)
+	}
+	wg.Wait()
+	e.sorter.mu.Lock()
+	ddl := map[int64]uint64{}
+	for _, r := range e.sorter.reqs {
+		if r.GetPipelineId() < 0 {
+			ddl[r.GetPipelineId()] = r.GetFromTs()
+		}
+	}
+	e.sorter.mu.Unlock()
+	require.Len(t, ddl, 2, "one DDL stream for pipelines 1 and 2, another for 3")
+	var starts []uint64
+	for _, from := range ddl {
+		starts = append(starts, from)
+	}
+	require.ElementsMatch(t, []uint64{snapTs, snapTs - 5}, starts)
+}
+
+// addColumnC is ALTER TABLE t ADD COLUMN c BIGINT DEFAULT 7 on keyedTable.
+func addColumnC(t *testing.T) *model.Job {
+	next := keyedTable()
+	c := col(3, "c", mysql.TypeLonglong, 0)
+	require.NoError(t, c.SetOriginDefaultValue(int64(7)))
+	require.NoError(t, c.SetDefaultValue(int64(7)))
+	next.Columns = append(next.Columns, c)
+	next.MaxColumnID = 3
+	return &model.Job{ID: 11, Type: model.ActionAddColumn, SchemaID: 1, TableID: tableID, State: model.JobStateDone, Version: model.JobVersion2,
+		Query: "ALTER TABLE t ADD COLUMN c BIGINT DEFAULT 7", BinlogInfo: &model.HistoryInfo{SchemaVersion: 11, TableInfo: next}}
+}
+
+// Acks release old schema versions. A pipeline that starts below what was
+// released (a table restarted from its older checkpoint) must not be given
+// that history: it gets one of its own and decodes its rows with the schema
+// they were written with.
+func TestPipelineBelowReleasedVersionsGetsItsOwnHistory(t *testing.T) {
+	ctx := testCtx(t)
+	const ddlAt, acked = snapTs + 1000, snapTs + 2000
+	e := newEnv(t, keyedTable(), func(req *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+		if req.GetPipelineId() == 1 {
+			return sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{put(t, 1, 1, snapTs+1, snapTs+2)}, ResolvedTs: acked})(req, st)
+		}
+		// Pipeline 2 restarts from before the DDL: its row has no c.
+		return sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{put(t, 2, 2, ddlAt-11, ddlAt-10)}, ResolvedTs: ddlAt - 10})(req, st)
+	}, nil)
+	job := addColumnC(t)
+	e.sorter.ddlScript = func(req *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.SortedBatch]) error {
+		b := &tidestreamv1.SortedBatch{ResolvedTs: acked}
+		if req.GetFromTs() < ddlAt {
+			b.Events = []*tidestreamv1.RawKVEvent{jobEvent(t, job, ddlAt)}
+		}
+		return sendAll(b)(req, st)
+	}
+	st := e.subscribe(ctx, t, 1, snapTs)
+	e.collect(ctx, t, st, 1, acked)
+	_, err := e.client.Ack(ctx, &tidestreamv1.PipelineProgress{ChangefeedId: "cf", PipelineId: 1, Epoch: 1, CheckpointTs: acked})
+	require.NoError(t, err)
+
+	st2, err := e.client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: 2, Epoch: 1, FromTs: snapTs + 500, Spans: tableSpan()})
+	require.NoError(t, err)
+	recs := e.collect(ctx, t, st2, 1, ddlAt-10)
+	require.Equal(t, int64(2), recs[0].value["v"])
+	require.NotContains(t, recs[0].value, "c", "written before ADD COLUMN")
+}
