@@ -11,10 +11,12 @@ replace github.com/tidestream/tidestream/services => ../services
 replace github.com/tidestream/tidestream/puller => ../puller
 
 require (
+	github.com/hamba/avro/v2 v2.31.0
 	github.com/stretchr/testify v1.12.1
 	github.com/tidestream/tidestream/coordinator v0.0.0-00010101000000-000000000000
 	github.com/tidestream/tidestream/proto v0.0.0-00010101000000-000000000000
 	github.com/tidestream/tidestream/puller v0.0.0-00010101000000-000000000000
+	github.com/twmb/franz-go/pkg/sr v1.8.0
 	go.etcd.io/etcd/client/v3 v3.6.16
 	google.golang.org/grpc v1.83.2
 )
@@ -28,10 +30,14 @@ require (
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/dgryski/go-farm v0.0.0-20240924180020-3414d57e47da // indirect
 	github.com/docker/go-units v0.5.0 // indirect
+	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
 	github.com/google/btree v1.1.3 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/go-grpc-middleware v1.1.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
+	github.com/json-iterator/go v1.1.12 // indirect
+	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
+	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/opentracing/opentracing-go v1.2.0 // indirect
 	github.com/pingcap/errors v0.11.5-0.20241219054535-6b8c588c3122 // indirect

@@ -1,7 +1,7 @@
 // Package node assembles one tidestream process: the roles it runs (Role),
 // the etcd it keeps state in (embedded or external), its member
 // registration, its gRPC and status servers, telemetry and readiness.
-// `cdc server`, `cdc coordinator`, `cdc puller` and `cdc sorter` are thin
+// `cdc server`, `cdc coordinator`, `cdc puller`, `cdc sorter` and `cdc encoder` are thin
 // flag layers over Run; the in-process test runner calls Run directly.
 //
 // It is not responsible for what a role does, only for starting the roles
@@ -45,7 +45,7 @@ import (
 
 // Config is the configuration of one process.
 type Config struct {
-	// Roles run by this process: coordinator, puller, sorter.
+	// Roles run by this process: coordinator, puller, sorter, encoder.
 	Roles []string
 	// Addr is where the gRPC server (control API, stage streams) listens.
 	// Default 127.0.0.1:8300, the address TiCDC users pass as --server.
@@ -62,7 +62,8 @@ type Config struct {
 	Etcd []string
 	// PD is the default upstream: of changefeeds created without --pd
 	// (coordinator role) and of subscriptions whose route names no PD
-	// (puller role). Only processes with one of those roles take the flag.
+	// (puller role; encoder role for its schema snapshots). Only processes
+	// with one of those roles take the flag.
 	PD []string
 	// ClusterID separates tidestream clusters sharing an etcd.
 	ClusterID string
@@ -79,6 +80,7 @@ type Config struct {
 	Coordinator CoordinatorConfig
 	Puller      PullerConfig
 	Sorter      SorterConfig
+	Encoder     EncoderConfig
 }
 
 // Roles.
@@ -86,6 +88,7 @@ const (
 	RoleCoordinator = "coordinator"
 	RolePuller      = "puller"
 	RoleSorter      = "sorter"
+	RoleEncoder     = "encoder"
 )
 
 // DefaultConfig returns the defaults of `cdc server`.
@@ -126,7 +129,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 }
 
 func (c *Config) usesPD() bool {
-	return slices.Contains(c.Roles, RoleCoordinator) || slices.Contains(c.Roles, RolePuller)
+	return slices.Contains(c.Roles, RoleCoordinator) || slices.Contains(c.Roles, RolePuller) || slices.Contains(c.Roles, RoleEncoder)
 }
 
 // Validate checks the config; errors name the flag.

@@ -164,8 +164,8 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 		return fs
 	}
 	has := func(fs *pflag.FlagSet, name string) bool { return fs.Lookup(name) != nil }
-	server := flags(RoleCoordinator, RolePuller, RoleSorter)
-	for _, f := range []string{"addr", "etcd", "pd", "gc-ttl", "puller-memory-quota", "sorter-memory-quota"} {
+	server := flags(RoleCoordinator, RolePuller, RoleSorter, RoleEncoder)
+	for _, f := range []string{"addr", "etcd", "pd", "gc-ttl", "puller-memory-quota", "sorter-memory-quota", "encoder-workers", "schema-registry-ca"} {
 		require.True(t, has(server, f), "cdc server --%s", f)
 	}
 	puller := flags(RolePuller)
@@ -177,6 +177,10 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	require.True(t, has(sorter, "sorter-memory-quota"))
 	require.False(t, has(sorter, "pd"), "a sorter reads no PD")
 	require.ErrorContains(t, sorter.Parse([]string{"--gc-ttl=1h"}), "unknown flag: --gc-ttl")
+	enc := flags(RoleEncoder)
+	require.True(t, has(enc, "pd"), "an encoder reads schemas from the upstream")
+	require.True(t, has(enc, "schema-registry-cert"))
+	require.False(t, has(enc, "sorter-memory-quota"))
 	coord := flags(RoleCoordinator)
 	require.True(t, has(coord, "gc-ttl"))
 	require.False(t, has(coord, "puller-memory-quota"))
@@ -196,8 +200,13 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	cfg.Roles = []string{RoleSorter, RoleSorter}
 	cfg.Sorter.MemoryQuota = 64 << 20
 	require.ErrorContains(t, cfg.Validate(), "named twice")
-	cfg.Roles = []string{"encoder"}
-	require.ErrorContains(t, cfg.Validate(), `"encoder" is not available yet`)
+	cfg.Roles = []string{RoleEncoder}
+	cfg.Encoder.RegistryCert = "client.pem"
+	require.ErrorContains(t, cfg.Validate(), "--schema-registry-key")
+	cfg.Encoder.RegistryKey = "client.key"
+	require.NoError(t, cfg.Validate())
+	cfg.Roles = []string{"producer"}
+	require.ErrorContains(t, cfg.Validate(), `"producer" is not available yet`)
 }
 
 // A process without the coordinator role must be pointed at the cluster's

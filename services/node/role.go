@@ -23,8 +23,7 @@ import (
 // builds the roles its config names, registers their services on its one
 // gRPC server, runs them on its one member registration, and stops them in
 // order: readiness drops, Stop ends their streams, Run returns, Close
-// releases. Encoder and producer roles plug in the same way: a Role and a
-// roleSpec.
+// releases. The producer role plugs in the same way: a Role and a roleSpec.
 type Role interface {
 	// Name is the role's name, as in the member record.
 	Name() string
@@ -87,6 +86,13 @@ func roleSpecs() []roleSpec {
 			addFlags: func(c *Config, fs *pflag.FlagSet) { c.Sorter.AddFlags(fs) },
 			validate: func(c *Config) error { return c.Sorter.Validate() },
 			build:    newSorterRole,
+		},
+		{
+			name:     RoleEncoder,
+			services: []string{"tidestream.v1.EncoderService"},
+			addFlags: func(c *Config, fs *pflag.FlagSet) { c.Encoder.AddFlags(fs) },
+			validate: func(c *Config) error { return c.Encoder.Validate() },
+			build:    newEncoderRole,
 		},
 	}
 }
