@@ -43,6 +43,9 @@ type Config struct {
 	GCInterval time.Duration
 	// OpenUpstream connects to an upstream PD.
 	OpenUpstream control.UpstreamOpener
+	// IneligibleTables reads an upstream's schema for the table
+	// eligibility check at create.
+	IneligibleTables control.IneligibleTableLister
 	// DefaultPDAddrs is the upstream for changefeeds created without --pd.
 	DefaultPDAddrs []string
 	Logger         *slog.Logger
@@ -73,6 +76,8 @@ func (c *Config) Validate() error {
 		return errors.New("coordinator: Addr must be set")
 	case c.OpenUpstream == nil:
 		return errors.New("coordinator: OpenUpstream must be set")
+	case c.IneligibleTables == nil:
+		return errors.New("coordinator: IneligibleTables must be set")
 	case c.GCTTL < 5*time.Minute:
 		return fmt.Errorf("coordinator: gc-ttl must be at least 5m, got %s", c.GCTTL)
 	case c.GCInterval <= 0 || c.GCInterval >= c.GCTTL:
@@ -109,13 +114,14 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	st := store.New(cfg.Etcd, keys)
 	cfSrv, err := control.NewChangefeedServer(control.Config{
-		Store:          st,
-		OpenUpstream:   cfg.OpenUpstream,
-		Addr:           cfg.Addr,
-		Version:        cfg.Version,
-		ClusterID:      cfg.ClusterID,
-		DefaultPDAddrs: cfg.DefaultPDAddrs,
-		Logger:         log,
+		Store:            st,
+		OpenUpstream:     cfg.OpenUpstream,
+		IneligibleTables: cfg.IneligibleTables,
+		Addr:             cfg.Addr,
+		Version:          cfg.Version,
+		ClusterID:        cfg.ClusterID,
+		DefaultPDAddrs:   cfg.DefaultPDAddrs,
+		Logger:           log,
 	})
 	if err != nil {
 		return nil, err

@@ -55,3 +55,42 @@ func TestTerminalSurvivesWrapping(t *testing.T) {
 	require.False(t, IsTerminal(fmt.Errorf("x: %w", ErrUnavailable)))
 	require.Nil(t, Terminal(nil))
 }
+
+// The ineligible-tables refusal keeps its code and its list across the
+// wire, so the CLI can ask about exactly those tables.
+func TestIneligibleTablesRoundTrip(t *testing.T) {
+	tables := []string{"a.b,c", "test.t1"} // a comma inside a name must not split it
+	err := fmt.Errorf("create: %w", &IneligibleTablesError{Tables: tables})
+	require.ErrorIs(t, err, ErrTableIneligible)
+	require.ErrorIs(t, err, ErrFailedPrecondition)
+	require.False(t, IsTerminal(err), "adding a key upstream or ignoring the tables makes the same create succeed")
+
+	st := ToStatus(err)
+	require.Equal(t, codes.FailedPrecondition, status.Code(st))
+	require.Contains(t, status.Convert(st).Message(), "(a.b,c, test.t1)")
+
+	back := FromStatus(st)
+	var ite *IneligibleTablesError
+	require.ErrorAs(t, back, &ite)
+	require.Equal(t, tables, ite.Tables)
+	require.ErrorIs(t, back, ErrTableIneligible)
+	require.ErrorIs(t, back, ErrFailedPrecondition)
+	require.Equal(t, status.Convert(st).Message(), back.Error())
+	require.Equal(t, codes.FailedPrecondition, status.Code(back))
+	require.True(t, FromServer(fmt.Errorf("wrapped: %w", back)))
+
+	// Any other FailedPrecondition stays what it was.
+	other := FromStatus(ToStatus(ErrFailedPrecondition))
+	require.NotErrorAs(t, other, &ite)
+	require.NotErrorIs(t, other, ErrTableIneligible)
+}
+
+// A status the server made is told apart from one gRPC made on the client
+// (both can be UNAVAILABLE).
+func TestFromServer(t *testing.T) {
+	require.True(t, FromServer(FromStatus(ToStatus(fmt.Errorf("PD down: %w", ErrUnavailable)))))
+	require.True(t, FromServer(ToStatus(ErrNotFound)))
+	require.False(t, FromServer(status.Error(codes.Unavailable, "connection refused")))
+	require.False(t, FromServer(FromStatus(status.Error(codes.Unavailable, "connection refused"))))
+	require.False(t, FromServer(errors.New("plain")))
+}

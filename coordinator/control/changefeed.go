@@ -30,6 +30,9 @@ type Config struct {
 	Store *store.Store
 	// OpenUpstream connects to an upstream PD.
 	OpenUpstream UpstreamOpener
+	// IneligibleTables reads an upstream's schema for the eligibility
+	// check at create.
+	IneligibleTables IneligibleTableLister
 	// Addr of this process, recorded in errors it reports.
 	Addr string
 	// Version of this binary, recorded as creator_version.
@@ -51,6 +54,8 @@ func (c *Config) Validate() error {
 		return errors.New("control: Store must be set")
 	case c.OpenUpstream == nil:
 		return errors.New("control: OpenUpstream must be set")
+	case c.IneligibleTables == nil:
+		return errors.New("control: IneligibleTables must be set")
 	}
 	return nil
 }
@@ -185,6 +190,13 @@ func (s *ChangefeedServer) create(ctx context.Context, req *pb.CreateChangefeedR
 		if minSP > startTS {
 			return nil, cdcerr.Field("start-ts", "%d is below the GC safepoint %d; data at start-ts may already be collected", startTS, minSP)
 		}
+	}
+	// After the hold (when the GC check is on): the schema is read at
+	// start-ts, which GC must not pass during the read. A refusal leaves
+	// the hold to its TTL, as TiCDC's does; a retried create with the same
+	// id renews it.
+	if err := s.checkEligibility(ctx, ns, id, pdAddrs, startTS, built.Config); err != nil {
+		return nil, err
 	}
 
 	info := &pb.ChangefeedInfo{

@@ -31,31 +31,50 @@ const (
 )
 
 type env struct {
-	pd  *pdfake.Server
-	cf  pb.ChangefeedServiceClient
-	cl  pb.ClusterServiceClient
-	st  *store.Store
-	ctx context.Context
+	pd     *pdfake.Server
+	pdAddr string
+	cf     pb.ChangefeedServiceClient
+	cl     pb.ClusterServiceClient
+	st     *store.Store
+	ctx    context.Context
 }
 
+// setup serves the control API against pdfake, whose cluster has no TiKV:
+// the schema read is replaced by one that finds every table eligible.
 func setup(t *testing.T) *env {
+	t.Helper()
+	return setupWith(t, func(context.Context, []string, uint64, control.TableFilter) ([]control.TableName, error) {
+		return nil, nil
+	}, nil)
+}
+
+// setupWith serves the control API with the given schema read, against
+// open's upstream, or pdfake's when open is nil (env.pd is then set).
+func setupWith(t *testing.T, tables control.IneligibleTableLister, open control.UpstreamOpener) *env {
 	t.Helper()
 	cli := etcdtest.Start(t).Client(t)
 	keys, err := store.NewKeys("test")
 	require.NoError(t, err)
 	st := store.New(cli, keys)
-	pd, err := pdfake.Start(context.Background(), pdfake.Options{})
-	require.NoError(t, err)
-	t.Cleanup(pd.Stop)
-	srv, err := control.NewChangefeedServer(control.Config{
-		Store: st,
-		OpenUpstream: func(ctx context.Context, addrs []string) (control.Upstream, error) {
+	var pd *pdfake.Server
+	pdAddr := "127.0.0.1:2379"
+	if open == nil {
+		pd, err = pdfake.Start(context.Background(), pdfake.Options{})
+		require.NoError(t, err)
+		t.Cleanup(pd.Stop)
+		pdAddr = pd.URL()
+		open = func(ctx context.Context, addrs []string) (control.Upstream, error) {
 			cfg := upstream.DefaultConfig()
 			cfg.PDAddrs = addrs
 			return upstream.Open(ctx, cfg)
-		},
-		Addr: "127.0.0.1:1", Version: "test", ClusterID: "test",
-		DefaultPDAddrs: []string{pd.URL()},
+		}
+	}
+	srv, err := control.NewChangefeedServer(control.Config{
+		Store:            st,
+		OpenUpstream:     open,
+		IneligibleTables: tables,
+		Addr:             "127.0.0.1:1", Version: "test", ClusterID: "test",
+		DefaultPDAddrs: []string{pdAddr},
 	})
 	require.NoError(t, err)
 	gs := grpc.NewServer()
@@ -70,7 +89,7 @@ func setup(t *testing.T) *env {
 	t.Cleanup(func() { _ = conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	return &env{pd: pd, cf: pb.NewChangefeedServiceClient(conn), cl: pb.NewClusterServiceClient(conn), st: st, ctx: ctx}
+	return &env{pd: pd, pdAddr: pdAddr, cf: pb.NewChangefeedServiceClient(conn), cl: pb.NewClusterServiceClient(conn), st: st, ctx: ctx}
 }
 
 func seed(id string) *pb.CreateChangefeedRequest {

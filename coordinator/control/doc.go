@@ -3,7 +3,8 @@
 // ClusterService (members, owner, health).
 //
 // Every process running the coordinator role serves it; requests are
-// validated here (through replicaconfig and the upstream PD) and written to
+// validated here (through replicaconfig, the upstream PD and, for the tables
+// a new changefeed would select, the upstream's schema) and written to
 // etcd through the store with compare-and-swap, so it does not matter which
 // coordinator a CLI reaches. It never returns a secret: every ChangefeedInfo
 // leaving the package goes through redact. It is not responsible for running

@@ -68,7 +68,9 @@ func (e *env) call(ctx context.Context, fn func(context.Context, pb.ChangefeedSe
 	if err == nil {
 		return nil
 	}
-	if status.Code(err) == codes.Unavailable {
+	// UNAVAILABLE made by the server itself (its PD or TiKV is down) carries
+	// cdcerr's detail and keeps the server's message.
+	if status.Code(err) == codes.Unavailable && !cdcerr.FromServer(err) {
 		tgt, _, _ := target(e.conn.Server)
 		return fmt.Errorf("cannot reach tidestream server at %s: %s", tgt, status.Convert(err).Message())
 	}
@@ -87,10 +89,20 @@ func printJSON(w io.Writer, v any, indent bool) error {
 }
 
 // confirm asks a Y/N question on the command's input; anything but y/yes
-// (including no input at all) is no.
+// (including no input at all) is no. One command may ask twice (the start-ts
+// lag, then the ineligible tables), so the buffered reader is kept as the
+// command's input: a second reader would find piped answers already
+// swallowed by the first. The question ends its line, as TiCDC's does, so
+// that with piped answers (which are not echoed) what follows starts on a
+// line of its own.
 func confirm(cmd *cobra.Command, question string) bool {
-	fmt.Fprintf(cmd.OutOrStdout(), "%s [Y/N] ", question)
-	line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	fmt.Fprintf(cmd.OutOrStdout(), "%s [Y/N]\n", question)
+	in, ok := cmd.InOrStdin().(*bufio.Reader)
+	if !ok {
+		in = bufio.NewReader(cmd.InOrStdin())
+		cmd.SetIn(in)
+	}
+	line, _ := in.ReadString('\n')
 	answer := strings.ToLower(strings.TrimSpace(line))
 	return answer == "y" || answer == "yes"
 }
@@ -149,12 +161,32 @@ func (e *env) createCmd() *cobra.Command {
 					}
 				}
 			}
-			var info *pb.ChangefeedInfo
-			err := e.call(cmd.Context(), func(ctx context.Context, c pb.ChangefeedServiceClient) error {
-				var err error
-				info, err = c.Create(ctx, &req)
-				return err
-			})
+			create := func() (info *pb.ChangefeedInfo, err error) {
+				err = e.call(cmd.Context(), func(ctx context.Context, c pb.ChangefeedServiceClient) error {
+					info, err = c.Create(ctx, &req)
+					return err
+				})
+				return info, err
+			}
+			w := cmd.OutOrStdout()
+			info, err := create()
+			// The server checks the tables (every client gets the check);
+			// the question is the CLI's, as in TiCDC. It is asked only
+			// when nothing said to ignore them already.
+			var ineligible *cdcerr.IneligibleTablesError
+			if errors.As(err, &ineligible) && !req.IgnoreIneligibleTable {
+				listed := strings.Join(ineligible.Tables, ", ")
+				if listed == "" {
+					listed = err.Error() // a server that sent no list
+				}
+				fmt.Fprintf(w, "[WARN] some tables are not eligible to replicate, because they have neither a primary key nor a not-null unique key: %s\n", listed)
+				if !confirm(cmd, "Could you agree to ignore those tables, and continue to replicate") {
+					fmt.Fprintln(w, "No changefeed is created because you don't want to ignore some tables.")
+					return errors.New("create changefeed cancelled by user")
+				}
+				req.IgnoreIneligibleTable = true
+				info, err = create()
+			}
 			if err != nil {
 				return fmt.Errorf("failed to create changefeed: %w", err)
 			}
@@ -162,7 +194,6 @@ func (e *env) createCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			fmt.Fprintln(w, "Create changefeed successfully!")
 			fmt.Fprintf(w, "ID: %s\n", info.Id)
 			fmt.Fprint(w, "Info: ")

@@ -160,7 +160,10 @@ func (c SorterConfig) Validate() error {
 }
 
 // coordinatorRole is the control API and the owner campaign.
-type coordinatorRole struct{ c *coordinator.Coordinator }
+type coordinatorRole struct {
+	c      *coordinator.Coordinator
+	tables *upstreamTables
+}
 
 func newCoordinatorRole(n *Node) (Role, error) {
 	cc := coordinator.DefaultConfig()
@@ -171,13 +174,15 @@ func newCoordinatorRole(n *Node) (Role, error) {
 	cc.GCTTL = n.cfg.Coordinator.GCTTL
 	cc.DefaultPDAddrs = n.cfg.PD
 	cc.OpenUpstream = OpenUpstream(n.log)
+	tables := &upstreamTables{}
+	cc.IneligibleTables = tables.list
 	cc.Logger = n.log
 	c, err := coordinator.New(cc)
 	if err != nil {
 		return nil, err
 	}
 	n.coord = c
-	return coordinatorRole{c: c}, nil
+	return coordinatorRole{c: c, tables: tables}, nil
 }
 
 func (r coordinatorRole) Name() string            { return RoleCoordinator }
@@ -199,8 +204,12 @@ func (r coordinatorRole) Run(ctx context.Context, env Env) error {
 	defer close(stop)
 	return r.c.Run(ctx, env.Reg)
 }
-func (r coordinatorRole) Stop()        {}
-func (r coordinatorRole) Close() error { return nil }
+func (r coordinatorRole) Stop() {}
+func (r coordinatorRole) Close() error {
+	// Schema reads outlive their request only by client-go's backoff.
+	r.tables.Close()
+	return nil
+}
 
 // pullerRole serves PullerService from the upstream clusters its requests'
 // routes name.
