@@ -114,10 +114,10 @@ func (s *Service) Close() {
 		f.mu.Unlock()
 	}
 	s.connsMu.Lock()
-	for addr, cc := range s.conns {
+	for _, cc := range s.conns {
 		_ = cc.Close()
-		delete(s.conns, addr)
 	}
+	s.conns = nil
 	s.connsMu.Unlock()
 	s.m.close()
 }
@@ -137,6 +137,11 @@ func (s *Service) sorter(route *tidestreamv1.Route) (tidestreamv1.SorterServiceC
 	}
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
+	if s.conns == nil {
+		// Closed: a handler still unwinding must not dial a connection
+		// nobody would close.
+		return nil, contract.Status(contract.Transient, codes.Unavailable, "%v", ErrClosed)
+	}
 	if cc := s.conns[addr]; cc != nil {
 		return tidestreamv1.NewSorterServiceClient(cc), nil
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -291,7 +290,6 @@ func TestChangefeedTheEncoderCannotServe(t *testing.T) {
 func TestPipelinesShareTheHistory(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t, keyedTable(), sendAll(), nil)
-	var wg sync.WaitGroup
 	for _, p := range []struct {
 		id   int64
 		from uint64
@@ -302,18 +300,23 @@ func TestPipelinesShareTheHistory(t *testing.T) {
 		// reach the sorter so the order is the one written here.
 		require.Eventually(t, func() bool { return len(e.sorter.tableReqs()) == int(p.id) }, 10*time.Second, time.Millisecond)
 	}
-	wg.Wait()
-	e.sorter.mu.Lock()
-	ddl := map[int64]uint64{}
-	for _, r := range e.sorter.reqs {
-		if r.GetPipelineId() < 0 {
-			ddl[r.GetPipelineId()] = r.GetFromTs()
+	ddl := func() map[int64]uint64 {
+		e.sorter.mu.Lock()
+		defer e.sorter.mu.Unlock()
+		m := map[int64]uint64{}
+		for _, r := range e.sorter.reqs {
+			if r.GetPipelineId() < 0 {
+				m[r.GetPipelineId()] = r.GetFromTs()
+			}
 		}
+		return m
 	}
-	e.sorter.mu.Unlock()
-	require.Len(t, ddl, 2, "one DDL stream for pipelines 1 and 2, another for 3")
+	// Each history subscribes its DDL stream from a goroutine of its own.
+	require.Eventually(t, func() bool { return len(ddl()) >= 2 }, 10*time.Second, time.Millisecond)
+	streams := ddl()
+	require.Len(t, streams, 2, "one DDL stream for pipelines 1 and 2, another for 3")
 	var starts []uint64
-	for _, from := range ddl {
+	for _, from := range streams {
 		starts = append(starts, from)
 	}
 	require.ElementsMatch(t, []uint64{snapTs, snapTs - 5}, starts)
