@@ -2511,11 +2511,255 @@ func (x *ClusterHealthResponse) GetReason() string {
 	return ""
 }
 
+// PipelineAssignment is where the owner placed one table pipeline (DESIGN.md
+// §8), stored under the producer member it names
+// (coordinator/store/KEYS.md). The producer watches its own and runs each by
+// subscribing the encoder in route with the pipeline, epoch and route;
+// every other stage only serves what the route asks of it.
+type PipelineAssignment struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Namespace    string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ChangefeedId string                 `protobuf:"bytes,2,opt,name=changefeed_id,json=changefeedId,proto3" json:"changefeed_id,omitempty"`
+	PipelineId   int64                  `protobuf:"varint,3,opt,name=pipeline_id,json=pipelineId,proto3" json:"pipeline_id,omitempty"`
+	// Raised on every reassignment; stages refuse older epochs, and the
+	// producer's checkpoint write is fenced on this record.
+	Epoch uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The pipeline delivers commits after start_ts: its table checkpoint
+	// when (re)assigned, the changefeed's start ts at first.
+	StartTs uint64 `protobuf:"varint,5,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`
+	// Key ranges, as in SubscribeRequest.spans.
+	Spans []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
+	// Stage addresses and the upstream's PD, sent as the request's route.
+	Route *Route `protobuf:"bytes,7,opt,name=route,proto3" json:"route,omitempty"`
+	// Member ids of the stage members the route's addresses belong to.
+	PullerMember   string `protobuf:"bytes,8,opt,name=puller_member,json=pullerMember,proto3" json:"puller_member,omitempty"`
+	SorterMember   string `protobuf:"bytes,9,opt,name=sorter_member,json=sorterMember,proto3" json:"sorter_member,omitempty"`
+	EncoderMember  string `protobuf:"bytes,10,opt,name=encoder_member,json=encoderMember,proto3" json:"encoder_member,omitempty"`
+	ProducerMember string `protobuf:"bytes,11,opt,name=producer_member,json=producerMember,proto3" json:"producer_member,omitempty"`
+	// The table the pipeline carries, for logs and errors.
+	SchemaName    string `protobuf:"bytes,12,opt,name=schema_name,json=schemaName,proto3" json:"schema_name,omitempty"`
+	TableName     string `protobuf:"bytes,13,opt,name=table_name,json=tableName,proto3" json:"table_name,omitempty"`
+	TableId       int64  `protobuf:"varint,14,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineAssignment) Reset() {
+	*x = PipelineAssignment{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineAssignment) ProtoMessage() {}
+
+func (x *PipelineAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineAssignment.ProtoReflect.Descriptor instead.
+func (*PipelineAssignment) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PipelineAssignment) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetChangefeedId() string {
+	if x != nil {
+		return x.ChangefeedId
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetPipelineId() int64 {
+	if x != nil {
+		return x.PipelineId
+	}
+	return 0
+}
+
+func (x *PipelineAssignment) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PipelineAssignment) GetStartTs() uint64 {
+	if x != nil {
+		return x.StartTs
+	}
+	return 0
+}
+
+func (x *PipelineAssignment) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+func (x *PipelineAssignment) GetRoute() *Route {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *PipelineAssignment) GetPullerMember() string {
+	if x != nil {
+		return x.PullerMember
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetSorterMember() string {
+	if x != nil {
+		return x.SorterMember
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetEncoderMember() string {
+	if x != nil {
+		return x.EncoderMember
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetProducerMember() string {
+	if x != nil {
+		return x.ProducerMember
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetSchemaName() string {
+	if x != nil {
+		return x.SchemaName
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetTableName() string {
+	if x != nil {
+		return x.TableName
+	}
+	return ""
+}
+
+func (x *PipelineAssignment) GetTableId() int64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+// PipelineStatus is one pipeline's progress as its producer reports it.
+type PipelineStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assignment epoch the producer ran when it wrote this.
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Kafka has acknowledged every record of the pipeline with commit_ts <=
+	// checkpoint_ts: min(resolved ts received, smallest unacked commit ts - 1).
+	CheckpointTs uint64 `protobuf:"varint,2,opt,name=checkpoint_ts,json=checkpointTs,proto3" json:"checkpoint_ts,omitempty"`
+	// The highest resolved ts the producer received from its encoder.
+	ResolvedTs uint64 `protobuf:"varint,3,opt,name=resolved_ts,json=resolvedTs,proto3" json:"resolved_ts,omitempty"`
+	// Set while the pipeline fails and retries (the owner shows the
+	// changefeed as warning); absent once it recovers.
+	Error          *RunningError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	ProducerMember string        `protobuf:"bytes,5,opt,name=producer_member,json=producerMember,proto3" json:"producer_member,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PipelineStatus) Reset() {
+	*x = PipelineStatus{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineStatus) ProtoMessage() {}
+
+func (x *PipelineStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineStatus.ProtoReflect.Descriptor instead.
+func (*PipelineStatus) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PipelineStatus) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetCheckpointTs() uint64 {
+	if x != nil {
+		return x.CheckpointTs
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetResolvedTs() uint64 {
+	if x != nil {
+		return x.ResolvedTs
+	}
+	return 0
+}
+
+func (x *PipelineStatus) GetError() *RunningError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *PipelineStatus) GetProducerMember() string {
+	if x != nil {
+		return x.ProducerMember
+	}
+	return ""
+}
+
 var File_tidestream_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1btidestream/v1/control.proto\x12\rtidestream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x1btidestream/v1/control.proto\x12\rtidestream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ctidestream/v1/pipeline.proto\"\x80\x01\n" +
 	"\fRunningError\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x12\n" +
@@ -2728,7 +2972,33 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x0eetcd_reachable\x18\x02 \x01(\bR\retcdReachable\x12\x1b\n" +
 	"\thas_owner\x18\x03 \x01(\bR\bhasOwner\x12!\n" +
 	"\fmember_count\x18\x04 \x01(\x05R\vmemberCount\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason*\xe6\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf5\x03\n" +
+	"\x12PipelineAssignment\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12#\n" +
+	"\rchangefeed_id\x18\x02 \x01(\tR\fchangefeedId\x12\x1f\n" +
+	"\vpipeline_id\x18\x03 \x01(\x03R\n" +
+	"pipelineId\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\bstart_ts\x18\x05 \x01(\x04R\astartTs\x12)\n" +
+	"\x05spans\x18\x06 \x03(\v2\x13.tidestream.v1.SpanR\x05spans\x12*\n" +
+	"\x05route\x18\a \x01(\v2\x14.tidestream.v1.RouteR\x05route\x12#\n" +
+	"\rpuller_member\x18\b \x01(\tR\fpullerMember\x12#\n" +
+	"\rsorter_member\x18\t \x01(\tR\fsorterMember\x12%\n" +
+	"\x0eencoder_member\x18\n" +
+	" \x01(\tR\rencoderMember\x12'\n" +
+	"\x0fproducer_member\x18\v \x01(\tR\x0eproducerMember\x12\x1f\n" +
+	"\vschema_name\x18\f \x01(\tR\n" +
+	"schemaName\x12\x1d\n" +
+	"\n" +
+	"table_name\x18\r \x01(\tR\ttableName\x12\x19\n" +
+	"\btable_id\x18\x0e \x01(\x03R\atableId\"\xc8\x01\n" +
+	"\x0ePipelineStatus\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
+	"\rcheckpoint_ts\x18\x02 \x01(\x04R\fcheckpointTs\x12\x1f\n" +
+	"\vresolved_ts\x18\x03 \x01(\x04R\n" +
+	"resolvedTs\x121\n" +
+	"\x05error\x18\x04 \x01(\v2\x1b.tidestream.v1.RunningErrorR\x05error\x12'\n" +
+	"\x0fproducer_member\x18\x05 \x01(\tR\x0eproducerMember*\xe6\x01\n" +
 	"\x0fChangefeedState\x12 \n" +
 	"\x1cCHANGEFEED_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CHANGEFEED_STATE_NORMAL\x10\x01\x12\x1c\n" +
@@ -2763,7 +3033,7 @@ func file_tidestream_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidestream_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidestream_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_tidestream_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_tidestream_v1_control_proto_goTypes = []any{
 	(ChangefeedState)(0),            // 0: tidestream.v1.ChangefeedState
 	(*RunningError)(nil),            // 1: tidestream.v1.RunningError
@@ -2796,64 +3066,71 @@ var file_tidestream_v1_control_proto_goTypes = []any{
 	(*OwnerResponse)(nil),           // 28: tidestream.v1.OwnerResponse
 	(*ClusterHealthRequest)(nil),    // 29: tidestream.v1.ClusterHealthRequest
 	(*ClusterHealthResponse)(nil),   // 30: tidestream.v1.ClusterHealthResponse
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(*PipelineAssignment)(nil),      // 31: tidestream.v1.PipelineAssignment
+	(*PipelineStatus)(nil),          // 32: tidestream.v1.PipelineStatus
+	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*Span)(nil),                    // 35: tidestream.v1.Span
+	(*Route)(nil),                   // 36: tidestream.v1.Route
 }
 var file_tidestream_v1_control_proto_depIdxs = []int32{
-	31, // 0: tidestream.v1.RunningError.time:type_name -> google.protobuf.Timestamp
+	33, // 0: tidestream.v1.RunningError.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: tidestream.v1.FilterConfig.event_filters:type_name -> tidestream.v1.EventFilterRule
 	2,  // 2: tidestream.v1.SinkConfig.dispatchers:type_name -> tidestream.v1.DispatchRule
 	3,  // 3: tidestream.v1.SinkConfig.column_selectors:type_name -> tidestream.v1.ColumnSelector
-	32, // 4: tidestream.v1.ReplicaConfig.sync_point_interval:type_name -> google.protobuf.Duration
-	32, // 5: tidestream.v1.ReplicaConfig.sync_point_retention:type_name -> google.protobuf.Duration
-	32, // 6: tidestream.v1.ReplicaConfig.changefeed_error_stuck_duration:type_name -> google.protobuf.Duration
+	34, // 4: tidestream.v1.ReplicaConfig.sync_point_interval:type_name -> google.protobuf.Duration
+	34, // 5: tidestream.v1.ReplicaConfig.sync_point_retention:type_name -> google.protobuf.Duration
+	34, // 6: tidestream.v1.ReplicaConfig.changefeed_error_stuck_duration:type_name -> google.protobuf.Duration
 	5,  // 7: tidestream.v1.ReplicaConfig.filter:type_name -> tidestream.v1.FilterConfig
 	6,  // 8: tidestream.v1.ReplicaConfig.mounter:type_name -> tidestream.v1.MounterConfig
 	9,  // 9: tidestream.v1.ReplicaConfig.sink:type_name -> tidestream.v1.SinkConfig
 	7,  // 10: tidestream.v1.ReplicaConfig.scheduler:type_name -> tidestream.v1.SchedulerConfig
 	8,  // 11: tidestream.v1.ReplicaConfig.integrity:type_name -> tidestream.v1.IntegrityConfig
-	32, // 12: tidestream.v1.KafkaSink.dial_timeout:type_name -> google.protobuf.Duration
-	32, // 13: tidestream.v1.KafkaSink.read_timeout:type_name -> google.protobuf.Duration
-	32, // 14: tidestream.v1.KafkaSink.write_timeout:type_name -> google.protobuf.Duration
+	34, // 12: tidestream.v1.KafkaSink.dial_timeout:type_name -> google.protobuf.Duration
+	34, // 13: tidestream.v1.KafkaSink.read_timeout:type_name -> google.protobuf.Duration
+	34, // 14: tidestream.v1.KafkaSink.write_timeout:type_name -> google.protobuf.Duration
 	11, // 15: tidestream.v1.KafkaSink.tls:type_name -> tidestream.v1.TLSConfig
 	12, // 16: tidestream.v1.KafkaSink.sasl:type_name -> tidestream.v1.SASLConfig
 	10, // 17: tidestream.v1.ChangefeedInfo.config:type_name -> tidestream.v1.ReplicaConfig
 	13, // 18: tidestream.v1.ChangefeedInfo.kafka:type_name -> tidestream.v1.KafkaSink
 	14, // 19: tidestream.v1.ChangefeedInfo.avro:type_name -> tidestream.v1.AvroOptions
-	31, // 20: tidestream.v1.ChangefeedInfo.create_time:type_name -> google.protobuf.Timestamp
+	33, // 20: tidestream.v1.ChangefeedInfo.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 21: tidestream.v1.ChangefeedInfo.state:type_name -> tidestream.v1.ChangefeedState
 	1,  // 22: tidestream.v1.ChangefeedInfo.error:type_name -> tidestream.v1.RunningError
 	0,  // 23: tidestream.v1.ChangefeedStatus.state:type_name -> tidestream.v1.ChangefeedState
 	1,  // 24: tidestream.v1.ChangefeedStatus.error:type_name -> tidestream.v1.RunningError
 	15, // 25: tidestream.v1.ListChangefeedsResponse.changefeeds:type_name -> tidestream.v1.ChangefeedInfo
-	31, // 26: tidestream.v1.Member.start_time:type_name -> google.protobuf.Timestamp
+	33, // 26: tidestream.v1.Member.start_time:type_name -> google.protobuf.Timestamp
 	24, // 27: tidestream.v1.MembersResponse.members:type_name -> tidestream.v1.Member
 	24, // 28: tidestream.v1.OwnerResponse.owner:type_name -> tidestream.v1.Member
-	18, // 29: tidestream.v1.ChangefeedService.Create:input_type -> tidestream.v1.CreateChangefeedRequest
-	19, // 30: tidestream.v1.ChangefeedService.Get:input_type -> tidestream.v1.GetChangefeedRequest
-	20, // 31: tidestream.v1.ChangefeedService.List:input_type -> tidestream.v1.ListChangefeedsRequest
-	22, // 32: tidestream.v1.ChangefeedService.Update:input_type -> tidestream.v1.UpdateChangefeedRequest
-	17, // 33: tidestream.v1.ChangefeedService.Pause:input_type -> tidestream.v1.ChangefeedRef
-	23, // 34: tidestream.v1.ChangefeedService.Resume:input_type -> tidestream.v1.ResumeChangefeedRequest
-	17, // 35: tidestream.v1.ChangefeedService.Remove:input_type -> tidestream.v1.ChangefeedRef
-	25, // 36: tidestream.v1.ClusterService.Members:input_type -> tidestream.v1.MembersRequest
-	27, // 37: tidestream.v1.ClusterService.Owner:input_type -> tidestream.v1.OwnerRequest
-	29, // 38: tidestream.v1.ClusterService.Health:input_type -> tidestream.v1.ClusterHealthRequest
-	15, // 39: tidestream.v1.ChangefeedService.Create:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 40: tidestream.v1.ChangefeedService.Get:output_type -> tidestream.v1.ChangefeedInfo
-	21, // 41: tidestream.v1.ChangefeedService.List:output_type -> tidestream.v1.ListChangefeedsResponse
-	15, // 42: tidestream.v1.ChangefeedService.Update:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 43: tidestream.v1.ChangefeedService.Pause:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 44: tidestream.v1.ChangefeedService.Resume:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 45: tidestream.v1.ChangefeedService.Remove:output_type -> tidestream.v1.ChangefeedInfo
-	26, // 46: tidestream.v1.ClusterService.Members:output_type -> tidestream.v1.MembersResponse
-	28, // 47: tidestream.v1.ClusterService.Owner:output_type -> tidestream.v1.OwnerResponse
-	30, // 48: tidestream.v1.ClusterService.Health:output_type -> tidestream.v1.ClusterHealthResponse
-	39, // [39:49] is the sub-list for method output_type
-	29, // [29:39] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	35, // 29: tidestream.v1.PipelineAssignment.spans:type_name -> tidestream.v1.Span
+	36, // 30: tidestream.v1.PipelineAssignment.route:type_name -> tidestream.v1.Route
+	1,  // 31: tidestream.v1.PipelineStatus.error:type_name -> tidestream.v1.RunningError
+	18, // 32: tidestream.v1.ChangefeedService.Create:input_type -> tidestream.v1.CreateChangefeedRequest
+	19, // 33: tidestream.v1.ChangefeedService.Get:input_type -> tidestream.v1.GetChangefeedRequest
+	20, // 34: tidestream.v1.ChangefeedService.List:input_type -> tidestream.v1.ListChangefeedsRequest
+	22, // 35: tidestream.v1.ChangefeedService.Update:input_type -> tidestream.v1.UpdateChangefeedRequest
+	17, // 36: tidestream.v1.ChangefeedService.Pause:input_type -> tidestream.v1.ChangefeedRef
+	23, // 37: tidestream.v1.ChangefeedService.Resume:input_type -> tidestream.v1.ResumeChangefeedRequest
+	17, // 38: tidestream.v1.ChangefeedService.Remove:input_type -> tidestream.v1.ChangefeedRef
+	25, // 39: tidestream.v1.ClusterService.Members:input_type -> tidestream.v1.MembersRequest
+	27, // 40: tidestream.v1.ClusterService.Owner:input_type -> tidestream.v1.OwnerRequest
+	29, // 41: tidestream.v1.ClusterService.Health:input_type -> tidestream.v1.ClusterHealthRequest
+	15, // 42: tidestream.v1.ChangefeedService.Create:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 43: tidestream.v1.ChangefeedService.Get:output_type -> tidestream.v1.ChangefeedInfo
+	21, // 44: tidestream.v1.ChangefeedService.List:output_type -> tidestream.v1.ListChangefeedsResponse
+	15, // 45: tidestream.v1.ChangefeedService.Update:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 46: tidestream.v1.ChangefeedService.Pause:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 47: tidestream.v1.ChangefeedService.Resume:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 48: tidestream.v1.ChangefeedService.Remove:output_type -> tidestream.v1.ChangefeedInfo
+	26, // 49: tidestream.v1.ClusterService.Members:output_type -> tidestream.v1.MembersResponse
+	28, // 50: tidestream.v1.ClusterService.Owner:output_type -> tidestream.v1.OwnerResponse
+	30, // 51: tidestream.v1.ClusterService.Health:output_type -> tidestream.v1.ClusterHealthResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tidestream_v1_control_proto_init() }
@@ -2861,6 +3138,7 @@ func file_tidestream_v1_control_proto_init() {
 	if File_tidestream_v1_control_proto != nil {
 		return
 	}
+	file_tidestream_v1_pipeline_proto_init()
 	file_tidestream_v1_control_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2868,7 +3146,7 @@ func file_tidestream_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidestream_v1_control_proto_rawDesc), len(file_tidestream_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tidestream/tidestream/coordinator/cdcerr"
+	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+// Pipeline assignments and progress (KEYS.md): the owner writes where each
+// table pipeline runs, the producer it names writes how far it got, fenced
+// on the assignment it runs.
+
+// AssignmentPrefix is the prefix of the assignments of one producer member,
+// or of every member when member is "".
+func (k Keys) AssignmentPrefix(member string) string {
+	if member == "" {
+		return k.prefix + "/assignment/"
+	}
+	return k.prefix + "/assignment/" + member + "/"
+}
+
+// Assignment is the key of a pipeline's assignment to a producer member.
+func (k Keys) Assignment(member, namespace, changefeed string, pipeline int64) string {
+	return k.AssignmentPrefix(member) + namespace + "/" + changefeed + "/" + strconv.FormatInt(pipeline, 10)
+}
+
+// ParseAssignment returns the parts of an assignment key.
+func (k Keys) ParseAssignment(key string) (member, namespace, changefeed string, pipeline int64, ok bool) {
+	rest, found := strings.CutPrefix(key, k.AssignmentPrefix(""))
+	if !found {
+		return "", "", "", 0, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 4 {
+		return "", "", "", 0, false
+	}
+	id, err := strconv.ParseInt(parts[3], 10, 64)
+	if err != nil {
+		return "", "", "", 0, false
+	}
+	return parts[0], parts[1], parts[2], id, true
+}
+
+// ProgressPrefix is the prefix of the progress records of one changefeed.
+func (k Keys) ProgressPrefix(namespace, changefeed string) string {
+	return k.prefix + "/progress/" + namespace + "/" + changefeed + "/"
+}
+
+// Progress is the key of a pipeline's progress record.
+func (k Keys) Progress(namespace, changefeed string, pipeline int64) string {
+	return k.ProgressPrefix(namespace, changefeed) + strconv.FormatInt(pipeline, 10)
+}
+
+// Assignment is a stored assignment and the mod revision it was read at:
+// the fence of the producer's progress writes.
+type Assignment struct {
+	Record      *pb.PipelineAssignment
+	Key         string
+	ModRevision int64
+}
+
+// Assign writes a pipeline's assignment under the owner's fence. from is
+// the producer member the pipeline was assigned to before ("" for a new
+// pipeline): when it differs, its key is deleted in the same transaction,
+// so a pipeline is never assigned to two producers and the old producer's
+// next progress write fails its fence.
+func (s *Store) Assign(ctx context.Context, fence Fence, a *pb.PipelineAssignment, from string) error {
+	if !fence.active() {
+		return fmt.Errorf("store: assignment of pipeline %d without an owner fence", a.GetPipelineId())
+	}
+	if a.GetProducerMember() == "" || a.GetChangefeedId() == "" || a.GetEpoch() == 0 {
+		return fmt.Errorf("store: assignment of pipeline %d: producer member, changefeed and a positive epoch are required", a.GetPipelineId())
+	}
+	ns := a.GetNamespace()
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	b, err := marshal.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("store: encode assignment of pipeline %d: %w", a.GetPipelineId(), err)
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.keys.Assignment(a.GetProducerMember(), ns, a.GetChangefeedId(), a.GetPipelineId()), string(b))}
+	if from != "" && from != a.GetProducerMember() {
+		ops = append(ops, clientv3.OpDelete(s.keys.Assignment(from, ns, a.GetChangefeedId(), a.GetPipelineId())))
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
+		Then(ops...).
+		Commit()
+	if err != nil {
+		return etcdErr("assign pipeline", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("store: assignment of pipeline %d refused, owner key %s lost: %w", a.GetPipelineId(), fence.Key, cdcerr.ErrNotOwner)
+	}
+	return nil
+}
+
+// Unassign deletes a pipeline's assignment (the pipeline stopped: its table
+// was dropped, or its changefeed paused or removed) under the owner's fence.
+func (s *Store) Unassign(ctx context.Context, fence Fence, member, namespace, changefeed string, pipeline int64) error {
+	if !fence.active() {
+		return fmt.Errorf("store: unassignment of pipeline %d without an owner fence", pipeline)
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
+		Then(clientv3.OpDelete(s.keys.Assignment(member, namespace, changefeed, pipeline))).
+		Commit()
+	if err != nil {
+		return etcdErr("unassign pipeline", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("store: unassignment of pipeline %d refused, owner key %s lost: %w", pipeline, fence.Key, cdcerr.ErrNotOwner)
+	}
+	return nil
+}
+
+// Assignments lists the assignments of a producer member ("" for all) and
+// the revision they were read at, from which WatchAssignments continues.
+func (s *Store) Assignments(ctx context.Context, member string) ([]*Assignment, int64, error) {
+	resp, err := s.cli.Get(ctx, s.keys.AssignmentPrefix(member), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, etcdErr("list assignments", err)
+	}
+	out := make([]*Assignment, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		a, err := decodeAssignment(kv.Key, kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, a)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+func decodeAssignment(key, value []byte, rev int64) (*Assignment, error) {
+	a := &pb.PipelineAssignment{}
+	if err := unmarshal.Unmarshal(value, a); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", key, err)
+	}
+	return &Assignment{Record: a, Key: string(key), ModRevision: rev}, nil
+}
+
+// AssignmentEvent is one change of a member's assignments: Assignment is
+// nil for a deletion, and then Key names what went.
+type AssignmentEvent struct {
+	Key        string
+	Assignment *Assignment
+}
+
+// WatchAssignments streams the changes of a member's assignments after
+// revision rev (from Assignments) until ctx ends. A watch that fails
+// (compacted, etcd gone) ends with an error: the caller lists again.
+func (s *Store) WatchAssignments(ctx context.Context, member string, rev int64, fn func([]AssignmentEvent) error) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range s.cli.Watch(wctx, s.keys.AssignmentPrefix(member), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := wr.Err(); err != nil {
+			return etcdErr("watch assignments", err)
+		}
+		evs := make([]AssignmentEvent, 0, len(wr.Events))
+		for _, ev := range wr.Events {
+			e := AssignmentEvent{Key: string(ev.Kv.Key)}
+			if ev.Type == clientv3.EventTypePut {
+				a, err := decodeAssignment(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision)
+				if err != nil {
+					return err
+				}
+				e.Assignment = a
+			}
+			evs = append(evs, e)
+		}
+		if err := fn(evs); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("store: watch assignments ended: %w", cdcerr.ErrUnavailable)
+}
+
+// ProgressWrite is one pipeline's progress, fenced on the assignment its
+// producer runs.
+type ProgressWrite struct {
+	Assignment *Assignment
+	Status     *pb.PipelineStatus
+}
+
+// maxTxnPipelines bounds one progress transaction: two operations a
+// pipeline stay under etcd's default --max-txn-ops of 128.
+const maxTxnPipelines = 64
+
+// WriteProgress writes the progress of many pipelines in as few
+// transactions as etcd allows, each fenced on the mod revision of the
+// assignment it was made under. A pipeline whose assignment moved on (a
+// new epoch, another producer, removed) is not written and comes back in
+// fenced: its producer is a zombie for it and must stop it. The others are
+// written even when some of their batch were fenced.
+func (s *Store) WriteProgress(ctx context.Context, writes []ProgressWrite) (fenced []ProgressWrite, err error) {
+	for len(writes) > 0 {
+		n := min(len(writes), maxTxnPipelines)
+		batch := writes[:n]
+		writes = writes[n:]
+		for len(batch) > 0 {
+			lost, err := s.writeProgressBatch(ctx, batch)
+			if err != nil {
+				return fenced, err
+			}
+			if len(lost) == 0 {
+				break
+			}
+			fenced = append(fenced, lost...)
+			batch = without(batch, lost)
+		}
+	}
+	return fenced, nil
+}
+
+// writeProgressBatch tries one transaction; when a fence fails it writes
+// nothing and returns the writes whose assignment changed.
+func (s *Store) writeProgressBatch(ctx context.Context, batch []ProgressWrite) ([]ProgressWrite, error) {
+	cmps := make([]clientv3.Cmp, 0, len(batch))
+	puts := make([]clientv3.Op, 0, len(batch))
+	gets := make([]clientv3.Op, 0, len(batch))
+	for _, w := range batch {
+		a := w.Assignment.Record
+		ns := a.GetNamespace()
+		if ns == "" {
+			ns = DefaultNamespace
+		}
+		b, err := marshal.Marshal(w.Status)
+		if err != nil {
+			return nil, fmt.Errorf("store: encode progress of pipeline %d: %w", a.GetPipelineId(), err)
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(w.Assignment.Key), "=", w.Assignment.ModRevision))
+		puts = append(puts, clientv3.OpPut(s.keys.Progress(ns, a.GetChangefeedId(), a.GetPipelineId()), string(b)))
+		gets = append(gets, clientv3.OpGet(w.Assignment.Key, clientv3.WithKeysOnly()))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
+	if err != nil {
+		return nil, etcdErr("write progress", err)
+	}
+	if resp.Succeeded {
+		return nil, nil
+	}
+	var lost []ProgressWrite
+	for i, r := range resp.Responses {
+		kvs := r.GetResponseRange().GetKvs()
+		if len(kvs) == 0 || kvs[0].ModRevision != batch[i].Assignment.ModRevision {
+			lost = append(lost, batch[i])
+		}
+	}
+	if len(lost) == 0 {
+		// The Else reads run at the revision the compares failed at, so one
+		// of them shows the change; not finding it is a bug here.
+		return nil, fmt.Errorf("store: progress write refused but no assignment of the batch changed")
+	}
+	return lost, nil
+}
+
+func without(batch, lost []ProgressWrite) []ProgressWrite {
+	out := make([]ProgressWrite, 0, len(batch)-len(lost))
+	for _, w := range batch {
+		drop := false
+		for _, l := range lost {
+			if l.Assignment == w.Assignment {
+				drop = true
+				break
+			}
+		}
+		if !drop {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// PipelineProgress reads the progress records of one changefeed, by
+// pipeline id.
+func (s *Store) PipelineProgress(ctx context.Context, namespace, changefeed string) (map[int64]*pb.PipelineStatus, error) {
+	prefix := s.keys.ProgressPrefix(namespace, changefeed)
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, etcdErr("read progress", err)
+	}
+	out := make(map[int64]*pb.PipelineStatus, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		id, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), prefix), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("store: progress key %s: %w", kv.Key, err)
+		}
+		st := &pb.PipelineStatus{}
+		if err := unmarshal.Unmarshal(kv.Value, st); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", kv.Key, err)
+		}
+		out[id] = st
+	}
+	return out, nil
+}
