@@ -9,7 +9,7 @@ BIN := $(CURDIR)/bin
 PROTO_FILES := $(wildcard proto/tidestream/v1/*.proto)
 
 .PHONY: all build test deps proto proto-check vet unit e2e demo fmt clean \
-	playground playground-build playground-vet playground-test sorter-memory bench
+	playground playground-build playground-vet playground-test sorter-memory bench devstack
 
 # deploy/playground is its own module with TiDB's dependency set, outside go.work.
 PG_DIR := deploy/playground
@@ -22,6 +22,9 @@ build: $(BIN)/cdc
 
 $(BIN)/cdc: FORCE
 	go build -o $(BIN)/cdc ./services/cmd/cdc
+
+$(BIN)/devstack: FORCE
+	go build -o $(BIN)/devstack ./services/cmd/devstack
 
 FORCE:
 
@@ -90,6 +93,13 @@ playground-build:
 # 2379 PD, 20160 TiKV) with its data in ./playground-data. ARGS adds flags.
 playground: playground-build
 	$(BIN)/playground --data-dir playground-data $(ARGS)
+
+# Builds and starts devstack: kfake on 127.0.0.1:9092 (auto-created topics get
+# 3 partitions) and the Schema Registry on 127.0.0.1:8081, until Ctrl-C. It
+# prints `kafka <addrs>` and `registry <url>` once listening. ARGS adds flags
+# (later ones win), e.g. ARGS="--sasl-user u:p --tls-cert c.pem --tls-key k.pem".
+devstack: $(BIN)/devstack
+	$(BIN)/devstack --kafka-port 9092 --registry-port 8081 $(ARGS)
 
 $(BIN)/go-tpc:
 	$(PG_GO) GOBIN=$(BIN) go install github.com/pingcap/go-tpc/cmd/go-tpc@$(GO_TPC_VERSION)

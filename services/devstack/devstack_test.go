@@ -1,0 +1,286 @@
+package devstack_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.uber.org/goleak"
+
+	"github.com/tidestream/tidestream/services/devstack"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// start runs a stack until the test ends; the cleanup cancels Run and
+// checks it stopped cleanly.
+func start(t *testing.T, cfg devstack.Config) devstack.Addrs {
+	t.Helper()
+	stack, err := devstack.New(cfg, nil)
+	require.NoError(t, err)
+	addrs, err := stack.Listen()
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- stack.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("devstack did not stop")
+		}
+	})
+	for _, a := range append(append([]string(nil), addrs.Kafka...), addrs.Registry[len("http://"):]) {
+		host, _, err := net.SplitHostPort(a)
+		require.NoError(t, err)
+		require.Equal(t, "127.0.0.1", host, "devstack listens on loopback only")
+	}
+	return addrs
+}
+
+// certs writes a CA-signed server certificate for 127.0.0.1 and its key
+// into dir, and returns the pool that trusts the CA.
+func certs(t *testing.T, dir string) (pool *x509.CertPool, certFile, keyFile string) {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "devstack test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+
+	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	pool = x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool, certFile, keyFile
+}
+
+func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(opts...)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// consumeOne reads the first record of topic from the start.
+func consumeOne(t *testing.T, topic string, opts ...kgo.Opt) *kgo.Record {
+	t.Helper()
+	cl := newClient(t, append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		fetches := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "no record from %s", topic)
+		for _, fe := range fetches.Errors() {
+			require.NoError(t, fe.Err, "fetch %s/%d", fe.Topic, fe.Partition)
+		}
+		if recs := fetches.Records(); len(recs) > 0 {
+			return recs[0]
+		}
+	}
+}
+
+func partitions(t *testing.T, cl *kgo.Client, topic string) int {
+	t.Helper()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	require.Len(t, resp.Topics, 1)
+	require.Zero(t, resp.Topics[0].ErrorCode)
+	return len(resp.Topics[0].Partitions)
+}
+
+func TestSASLPlainOverTLS(t *testing.T) {
+	pool, certFile, keyFile := certs(t, t.TempDir())
+	cfg := devstack.DefaultConfig()
+	cfg.Brokers = 2
+	cfg.SASLUsers = []devstack.Credential{{User: "alice", Password: "pa:ss+/="}, {User: "bob", Password: "hunter2"}}
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	cfg.RegistryUsers = []devstack.Credential{{User: "sr", Password: "sr-secret"}}
+	addrs := start(t, cfg)
+	require.Len(t, addrs.Kafka, 2)
+
+	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	plainAlice := []kgo.Opt{
+		kgo.SeedBrokers(addrs.Kafka...),
+		kgo.DialTLSConfig(tlsCfg),
+		kgo.SASL(plain.Auth{User: "alice", Pass: "pa:ss+/="}.AsMechanism()),
+	}
+	const topic = "devstack.auto"
+	producer := newClient(t, append(plainAlice, kgo.AllowAutoTopicCreation())...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("v")}).FirstErr())
+	require.Equal(t, 3, partitions(t, producer, topic), "auto-created with the default partitions")
+
+	rec := consumeOne(t, topic, plainAlice...)
+	require.Equal(t, "k", string(rec.Key))
+	require.Equal(t, "v", string(rec.Value))
+
+	// The same users log in with SCRAM.
+	scramBob := newClient(t, kgo.SeedBrokers(addrs.Kafka...), kgo.DialTLSConfig(tlsCfg),
+		kgo.SASL(scram.Auth{User: "bob", Pass: "hunter2"}.AsSha512Mechanism()))
+	require.NoError(t, scramBob.Ping(ctx))
+	require.Equal(t, 3, partitions(t, scramBob, topic))
+
+	// A wrong password does not.
+	wrong := newClient(t, kgo.SeedBrokers(addrs.Kafka...), kgo.DialTLSConfig(tlsCfg),
+		kgo.SASL(plain.Auth{User: "alice", Pass: "nope"}.AsMechanism()))
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer pcancel()
+	require.Error(t, wrong.Ping(pctx))
+
+	// The registry is served with basic auth.
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
+	get := func(auth bool) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, addrs.Registry+"/", nil)
+		require.NoError(t, err)
+		if auth {
+			req.SetBasicAuth("sr", "sr-secret")
+		}
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	status, body := get(true)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "{}", body)
+	status, _ = get(false)
+	require.Equal(t, http.StatusUnauthorized, status)
+}
+
+// TestDataDirKeepsRecords stops a stack and starts another on its
+// directory: the record produced to the first is consumed from the second.
+func TestDataDirKeepsRecords(t *testing.T) {
+	dir := t.TempDir()
+	cfg := devstack.DefaultConfig()
+	cfg.DataDir = dir
+	cfg.DefaultPartitions = 1
+
+	stack, err := devstack.New(cfg, nil)
+	require.NoError(t, err)
+	addrs, err := stack.Listen()
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- stack.Run(ctx) }()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs.Kafka...), kgo.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = cl.ProduceSync(pctx, &kgo.Record{Topic: "kept", Value: []byte("survives")}).FirstErr()
+	pcancel()
+	cl.Close()
+	require.NoError(t, err)
+	cancel()
+	require.NoError(t, <-done)
+
+	addrs = start(t, cfg)
+	rec := consumeOne(t, "kept", kgo.SeedBrokers(addrs.Kafka...))
+	require.Equal(t, "survives", string(rec.Value))
+}
+
+func TestFixedPorts(t *testing.T) {
+	free := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	cfg := devstack.DefaultConfig()
+	cfg.KafkaPort, cfg.RegistryPort = free(), free()
+	addrs := start(t, cfg)
+	require.Equal(t, []string{"127.0.0.1:" + strconv.Itoa(cfg.KafkaPort)}, addrs.Kafka)
+	require.Equal(t, "http://127.0.0.1:"+strconv.Itoa(cfg.RegistryPort), addrs.Registry)
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*devstack.Config)
+		want string
+	}{
+		{"no brokers", func(c *devstack.Config) { c.Brokers = 0 }, "devstack: Config.Brokers 0 out of range [1, 16]"},
+		{"ports past 65535", func(c *devstack.Config) { c.KafkaPort, c.Brokers = 65535, 2 }, "devstack: Config.KafkaPort 65535"},
+		{"no partitions", func(c *devstack.Config) { c.DefaultPartitions = 0 }, "devstack: Config.DefaultPartitions 0 out of range"},
+		{"cert without key", func(c *devstack.Config) { c.TLSCertFile = "c.pem" }, "devstack: Config.TLSCertFile and TLSKeyFile must be set together"},
+		{"duplicate user", func(c *devstack.Config) {
+			c.SASLUsers = []devstack.Credential{{User: "a", Password: "x"}, {User: "a", Password: "y"}}
+		}, `devstack: Config.SASLUsers: user "a" given twice`},
+		{"missing cert file", func(c *devstack.Config) { c.TLSCertFile, c.TLSKeyFile = "/nonexistent/c.pem", "/nonexistent/k.pem" },
+			"devstack: TLS key pair /nonexistent/c.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := devstack.DefaultConfig()
+			tc.edit(&cfg)
+			_, err := devstack.New(cfg, nil)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+
+	c, err := devstack.ParseCredential("u:p:with:colons")
+	require.NoError(t, err)
+	require.Equal(t, devstack.Credential{User: "u", Password: "p:with:colons"}, c)
+	_, err = devstack.ParseCredential("nopassword")
+	require.ErrorContains(t, err, `credential "nopassword" is not user:password`)
+	_, err = devstack.ParseCredential(":secret")
+	require.ErrorContains(t, err, `credential ":***" is not user:password`, "the password is not echoed")
+}

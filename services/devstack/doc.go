@@ -1,0 +1,17 @@
+// Package devstack runs the Kafka cluster and Confluent Schema Registry
+// tidestream writes to, in one process on loopback, for development and
+// multi-process tests: franz-go's kfake (a Kafka wire-protocol broker) and
+// the registry package (srfake with compatibility checks, config and basic
+// auth).
+//
+// It is responsible for: turning a validated Config into kfake options
+// (broker count and ports, default partitions for auto-created topics,
+// SASL PLAIN and SCRAM users, TLS, kfake's own on-disk persistence),
+// serving the registry over HTTP, reporting the bound addresses before
+// serving, and stopping both when Run's context ends.
+//
+// It is not responsible for: anything but 127.0.0.1 (kfake binds loopback
+// only, and so does the registry), TLS or persistence for the registry
+// (its state is in memory and lost on stop), ACLs, or signals and printing
+// (cmd/devstack does those).
+package devstack
