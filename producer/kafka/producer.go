@@ -1,0 +1,173 @@
+package kafka
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+// Producer writes encoded records to Kafka. It is safe for concurrent use;
+// per-key order holds for the records of one goroutine (one table
+// pipeline), which is all the design promises.
+type Producer struct {
+	cfg     Config
+	log     *slog.Logger
+	cl      *kgo.Client
+	adm     *kadm.Client
+	refresh time.Duration
+
+	// topics maps a topic name to its *topicState; written only under
+	// loadMu, read lock-free on every Produce (sync.Map: read-mostly, and
+	// 100k tables make copy-on-write maps quadratic).
+	topics sync.Map
+	// loadMu serialises metadata loads (rare: first record of a topic,
+	// every MetadataRefresh, after a failure).
+	loadMu sync.Mutex
+
+	closed atomic.Bool
+}
+
+// New validates cfg and builds the franz-go client. It does no I/O: call
+// CheckDefaultTopic next so that configuration errors fail fast.
+func New(cfg Config) (*Producer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("component", "kafka-producer")
+	p := &Producer{cfg: cfg, log: log}
+	p.refresh = cfg.MetadataRefresh
+	if cfg.MetadataRefresh == 0 {
+		p.refresh = DefaultMetadataRefresh
+	}
+	opts, err := cfg.kgoOpts(p.batchMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, configErr("kafka", "%v", err)
+	}
+	p.cl, p.adm = cl, kadm.NewClient(cl)
+	if cfg.KafkaVersion != "" && cfg.maxVersions() == nil {
+		log.Warn("kafka-version is not a release franz-go knows; request versions are negotiated with the brokers instead",
+			"kafka_version", cfg.KafkaVersion)
+	}
+	if !cfg.Idempotent() {
+		log.Warn("required-acks is not -1: the idempotent producer is off (Kafka requires acks=all for it), so a retried produce can duplicate records; order still holds with one request in flight per broker",
+			"required_acks", cfg.RequiredAcks)
+	}
+	log.Info("kafka producer configured",
+		"brokers", cfg.Brokers, "client_id", cl.OptValue(kgo.ClientID), "required_acks", cfg.RequiredAcks,
+		"idempotent", cfg.Idempotent(), "compression", cfg.Compression, "max_message_bytes", cfg.MaxMessageBytes,
+		"max_retry", cfg.MaxRetry, "kafka_version", cfg.KafkaVersion, "tls", cfg.TLS.Enabled, "sasl", cfg.SASL.Mechanism)
+	return p, nil
+}
+
+// Produce sends rec asynchronously to partition
+// rec.PartitionHash % (partition count of rec.Topic), an unsigned 64-bit
+// modulo, creating the topic first if needed and allowed.
+//
+// If Produce returns an error (a record over the limit, a topic that
+// cannot be read or created, ctx done, the producer closed), the record
+// was not sent and onAck is never called. Otherwise onAck is called exactly
+// once, from a franz-go goroutine, with nil when Kafka acknowledged the
+// record or the failure (a *BrokerError; see Classify). onAck must not
+// block or call back into the Producer: it records and signals. Records of
+// one partition are acknowledged in the order they were produced, and a
+// failed record fails every later buffered record of its partition too
+// (franz-go keeps partitions gapless), so "restart from the checkpoint" is
+// the only sound reaction to a failure.
+//
+// Produce blocks while the client's buffer (MaxBufferedRecords /
+// MaxBufferedBytes) is full, until ctx is done.
+func (p *Producer) Produce(ctx context.Context, rec *tidestreamv1.EncodedRecord, onAck func(error)) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	topic := rec.GetTopic()
+	if topic == "" {
+		return configErr("topic", "record without a topic")
+	}
+	value := rec.GetValue()
+	if rec.GetTombstone() {
+		value = nil // a null value: what delete.on.null consumers expect
+	} else if value == nil {
+		value = []byte{} // an empty value is not a tombstone
+	}
+	for {
+		st := p.lookup(topic)
+		if st == nil {
+			var err error
+			if st, err = p.load(ctx, topic); err != nil {
+				return err
+			}
+		}
+		size := len(rec.GetKey()) + len(value) + RecordOverhead
+		if limit := st.recordLimit.Load(); int64(size) > limit {
+			return &RecordTooLargeError{Topic: topic, Key: rec.GetKey(), Size: size, Limit: int(limit), CommitTs: rec.GetCommitTs()}
+		}
+		partition := int32(rec.GetPartitionHash() % uint64(st.partitions))
+		r := &kgo.Record{Topic: topic, Key: rec.GetKey(), Value: value, Partition: partition}
+
+		st.gate.RLock()
+		if st.retired.Load() {
+			// The partition count changed between lookup and here.
+			st.gate.RUnlock()
+			continue
+		}
+		st.inflight.Add(1)
+		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			// Promise: record and signal only (STYLE §5).
+			if err != nil {
+				st.stale.Store(true)
+				err = &BrokerError{Topic: r.Topic, Partition: r.Partition, Err: err}
+			}
+			st.inflight.Add(-1)
+			onAck(err)
+		})
+		st.gate.RUnlock()
+		return nil
+	}
+}
+
+// Flush blocks until every record produced so far is acknowledged or
+// failed (their onAck callbacks have run), or ctx is done.
+func (p *Producer) Flush(ctx context.Context) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return p.cl.Flush(ctx)
+}
+
+// Close stops the client. It does not wait for delivery: records still
+// buffered fail (their onAck gets kgo.ErrClientClosed); call Flush first
+// for a graceful stop.
+func (p *Producer) Close() {
+	if p.closed.Swap(true) {
+		return
+	}
+	p.cl.Close()
+	// After the client: a load blocked on a request or a drain returns
+	// once the client fails them.
+	p.loadMu.Lock()
+	defer p.loadMu.Unlock()
+	p.topics.Range(func(_, v any) bool {
+		v.(*topicState).stopRefresh()
+		return true
+	})
+}
+
+// Config returns the validated configuration.
+func (p *Producer) Config() Config { return p.cfg }

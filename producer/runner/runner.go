@@ -1,0 +1,378 @@
+// Package runner runs a producer member's pipelines: it follows the
+// assignments that name the member, starts and stops a pipeline.Pipeline for
+// each, and once per interval writes every pipeline's progress in one
+// batched call fenced on the assignments (DESIGN.md §8). A pipeline whose
+// fence failed belongs to a newer epoch or another producer: it is stopped
+// at once. After a write, each pipeline's encoder is told the checkpoint.
+//
+// It is not responsible for where progress is stored (Config.WriteProgress:
+// etcd, through the coordinator's store, in the role) nor for Kafka
+// (Config.Sink).
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidestream/tidestream/producer/pipeline"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+)
+
+// Assignment is one stored assignment: the record, and the token its
+// progress writes are fenced on (opaque here; the store's).
+type Assignment struct {
+	Key    string
+	Record *tidestreamv1.PipelineAssignment
+	Fence  any
+}
+
+// Update is a change of the member's assignments: Assignment nil means the
+// key was deleted (the pipeline moved away or stopped).
+type Update struct {
+	Key        string
+	Assignment *Assignment
+}
+
+// Progress is one pipeline's progress, to be written under its fence.
+type Progress struct {
+	Assignment *Assignment
+	Status     *tidestreamv1.PipelineStatus
+}
+
+// Config configures a Runner.
+type Config struct {
+	// Member is this producer's member id, recorded in progress.
+	Member string
+	// Addr is this process's address, recorded in errors it reports.
+	Addr string
+	// Watch lists the member's assignments (every one as an Update) and
+	// then delivers their changes, until ctx ends or it fails; Runner
+	// calls it again after a failure, so a re-list must deliver the full
+	// set again (reset: Runner stops the pipelines a re-list does not
+	// name).
+	Watch func(ctx context.Context, reset func(), fn func([]Update)) error
+	// WriteProgress writes progress fenced on each assignment and returns
+	// those whose fence failed.
+	WriteProgress func(ctx context.Context, p []Progress) (fenced []Progress, err error)
+	// Sink returns the Kafka sink of a changefeed, shared by its
+	// pipelines; release is called when the changefeed's last pipeline
+	// here stops.
+	Sink func(ctx context.Context, namespace, changefeed string) (sink pipeline.Sink, release func(), err error)
+	// Encoder returns the client of an encoder address (shared
+	// connections are the caller's).
+	Encoder func(addr string) (tidestreamv1.EncoderServiceClient, error)
+	// Interval paces progress writes.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// DefaultInterval is how often progress is written: TiCDC's processors
+// report about every 500 ms as well; lower buys checkpoint lag with etcd
+// writes.
+const DefaultInterval = 500 * time.Millisecond
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Member == "":
+		return errors.New("runner: Config.Member is required")
+	case c.Watch == nil || c.WriteProgress == nil || c.Sink == nil || c.Encoder == nil:
+		return errors.New("runner: Config.Watch, WriteProgress, Sink and Encoder are required")
+	case c.Interval < 0:
+		return errors.New("runner: Interval must not be negative")
+	}
+	return nil
+}
+
+// Runner runs one member's pipelines.
+type Runner struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	pipes map[string]*running // by assignment key
+	sinks map[[2]string]*sinkRef
+	wg    sync.WaitGroup
+}
+
+type running struct {
+	a      *Assignment
+	p      *pipeline.Pipeline // nil when it could not start; err says why
+	err    error
+	cancel context.CancelFunc
+	done   chan struct{}
+	acked  uint64
+}
+
+type sinkRef struct {
+	sink    pipeline.Sink
+	release func()
+	refs    int
+}
+
+// New returns a Runner for cfg.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger.With("component", "producer"), pipes: map[string]*running{}, sinks: map[[2]string]*sinkRef{}}, nil
+}
+
+// Run follows the assignments and writes progress until ctx ends, then
+// stops every pipeline and writes their progress a last time.
+func (r *Runner) Run(ctx context.Context) error {
+	defer r.stopAll()
+	var watchWG sync.WaitGroup
+	watchWG.Go(func() { r.watch(ctx) })
+	defer watchWG.Wait()
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// What was acknowledged until now still counts.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Interval+time.Second)
+			r.writeProgress(fctx)
+			cancel()
+			return nil
+		case <-tick.C:
+			r.writeProgress(ctx)
+		}
+	}
+}
+
+func (r *Runner) watch(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		listed := map[string]bool{}
+		resetting := false
+		err := r.cfg.Watch(ctx, func() { resetting, listed = true, map[string]bool{} }, func(us []Update) {
+			for _, u := range us {
+				if resetting && u.Assignment != nil {
+					listed[u.Key] = true
+				}
+				r.apply(ctx, u)
+			}
+			if resetting {
+				// The list is complete: what it did not name is gone.
+				r.mu.Lock()
+				var gone []string
+				for k := range r.pipes {
+					if !listed[k] {
+						gone = append(gone, k)
+					}
+				}
+				r.mu.Unlock()
+				for _, k := range gone {
+					r.apply(ctx, Update{Key: k})
+				}
+				resetting = false
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("assignment watch failed; listing again", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// apply starts, replaces or stops the pipeline of one assignment key.
+func (r *Runner) apply(ctx context.Context, u Update) {
+	r.mu.Lock()
+	cur := r.pipes[u.Key]
+	r.mu.Unlock()
+	if cur != nil {
+		if u.Assignment != nil && u.Assignment.Record.GetEpoch() == cur.a.Record.GetEpoch() {
+			// Rewritten without a new epoch (placement details): keep
+			// running under the new fence.
+			r.mu.Lock()
+			cur.a = u.Assignment
+			r.mu.Unlock()
+			return
+		}
+		r.stop(u.Key, cur)
+	}
+	if u.Assignment != nil {
+		r.start(ctx, u.Assignment)
+	}
+}
+
+func (r *Runner) start(ctx context.Context, a *Assignment) {
+	rec := a.Record
+	run := &running{a: a, done: make(chan struct{})}
+	pctx, cancel := context.WithCancel(ctx)
+	run.cancel = cancel
+	fail := func(err error) {
+		run.err = err
+		close(run.done)
+		r.log.Warn("pipeline could not start", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
+	}
+	r.mu.Lock()
+	r.pipes[a.Key] = run
+	r.mu.Unlock()
+	enc, err := r.cfg.Encoder(rec.GetRoute().GetEncoderAddr())
+	if err != nil {
+		fail(fmt.Errorf("encoder %q: %w", rec.GetRoute().GetEncoderAddr(), err))
+		return
+	}
+	sink, err := r.sink(ctx, rec.GetNamespace(), rec.GetChangefeedId())
+	if err != nil {
+		fail(err)
+		return
+	}
+	p, err := pipeline.New(pipeline.Config{Assignment: rec, Encoder: enc, Sink: sink, Logger: r.log})
+	if err != nil {
+		r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
+		fail(err)
+		return
+	}
+	r.mu.Lock()
+	run.p = p
+	r.mu.Unlock()
+	r.wg.Go(func() {
+		defer close(run.done)
+		defer r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
+		err := p.Run(pctx)
+		if errors.Is(err, pipeline.ErrFenced) {
+			r.log.Info("pipeline fenced by a newer epoch; stopped", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId())
+		} else if err != nil {
+			r.log.Warn("pipeline failed; waiting for the owner to restart it", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
+		}
+	})
+}
+
+func (r *Runner) stop(key string, run *running) {
+	run.cancel()
+	<-run.done
+	r.mu.Lock()
+	if r.pipes[key] == run {
+		delete(r.pipes, key)
+	}
+	r.mu.Unlock()
+}
+
+func (r *Runner) stopAll() {
+	r.mu.Lock()
+	all := make(map[string]*running, len(r.pipes))
+	for k, v := range r.pipes {
+		all[k] = v
+	}
+	r.mu.Unlock()
+	for k, run := range all {
+		r.stop(k, run)
+	}
+	r.wg.Wait()
+}
+
+func (r *Runner) sink(ctx context.Context, ns, cf string) (pipeline.Sink, error) {
+	k := [2]string{ns, cf}
+	r.mu.Lock()
+	if s := r.sinks[k]; s != nil {
+		s.refs++
+		r.mu.Unlock()
+		return s.sink, nil
+	}
+	r.mu.Unlock()
+	sink, release, err := r.cfg.Sink(ctx, ns, cf)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink of changefeed %s/%s: %w", ns, cf, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.sinks[k]; s != nil { // another pipeline made one meanwhile
+		s.refs++
+		if release != nil {
+			release()
+		}
+		return s.sink, nil
+	}
+	r.sinks[k] = &sinkRef{sink: sink, release: release, refs: 1}
+	return sink, nil
+}
+
+func (r *Runner) unsink(ns, cf string) {
+	k := [2]string{ns, cf}
+	r.mu.Lock()
+	s := r.sinks[k]
+	if s == nil {
+		r.mu.Unlock()
+		return
+	}
+	s.refs--
+	last := s.refs == 0
+	if last {
+		delete(r.sinks, k)
+	}
+	r.mu.Unlock()
+	if last && s.release != nil {
+		s.release()
+	}
+}
+
+// writeProgress writes every pipeline's progress in one call, stops the
+// fenced ones, and acknowledges the written checkpoints to the encoders.
+func (r *Runner) writeProgress(ctx context.Context) {
+	r.mu.Lock()
+	var batch []Progress
+	byAssignment := map[*Assignment]*running{}
+	for _, run := range r.pipes {
+		st := &tidestreamv1.PipelineStatus{Epoch: run.a.Record.GetEpoch(), ProducerMember: r.cfg.Member}
+		var err error
+		if run.p != nil {
+			s := run.p.Status()
+			st.CheckpointTs, st.ResolvedTs, err = s.Checkpoint, s.Resolved, s.Err
+		} else {
+			st.CheckpointTs, st.ResolvedTs, err = run.a.Record.GetStartTs(), run.a.Record.GetStartTs(), run.err
+		}
+		if err != nil {
+			st.Error = &tidestreamv1.RunningError{Time: timestamppb.Now(), Addr: r.cfg.Addr, Message: err.Error()}
+		}
+		batch = append(batch, Progress{Assignment: run.a, Status: st})
+		byAssignment[run.a] = run
+	}
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	fenced, err := r.cfg.WriteProgress(ctx, batch)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("progress write failed; retrying next interval", "pipelines", len(batch), "err", err)
+		}
+		return
+	}
+	lost := map[*Assignment]bool{}
+	for _, f := range fenced {
+		lost[f.Assignment] = true
+		run := byAssignment[f.Assignment]
+		rec := f.Assignment.Record
+		r.log.Info("progress write fenced: the pipeline belongs to a newer epoch or another producer; stopping it",
+			"changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "epoch", rec.GetEpoch())
+		r.stop(f.Assignment.Key, run)
+	}
+	for _, p := range batch {
+		run := byAssignment[p.Assignment]
+		if lost[p.Assignment] || run.p == nil || p.Status.GetCheckpointTs() <= run.acked {
+			continue
+		}
+		run.acked = p.Status.GetCheckpointTs()
+		run.p.Acked(ctx, run.acked)
+	}
+}
