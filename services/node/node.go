@@ -1,7 +1,7 @@
 // Package node assembles one tidestream process: the roles it runs (Role),
 // the etcd it keeps state in (embedded or external), its member
 // registration, its gRPC and status servers, telemetry and readiness.
-// `cdc server`, `cdc coordinator`, `cdc puller`, `cdc sorter` and `cdc encoder` are thin
+// `cdc server`, `cdc coordinator`, `cdc puller`, `cdc sorter`, `cdc encoder` and `cdc producer` are thin
 // flag layers over Run; the in-process test runner calls Run directly.
 //
 // It is not responsible for what a role does, only for starting the roles
@@ -35,6 +35,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/member"
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/coordinator/upstream"
+	"github.com/tidestream/tidestream/producer/runner"
 	"github.com/tidestream/tidestream/puller/service"
 	"github.com/tidestream/tidestream/services/runtime/health"
 	"github.com/tidestream/tidestream/services/runtime/logging"
@@ -45,7 +46,8 @@ import (
 
 // Config is the configuration of one process.
 type Config struct {
-	// Roles run by this process: coordinator, puller, sorter, encoder.
+	// Roles run by this process: coordinator, puller, sorter, encoder,
+	// producer.
 	Roles []string
 	// Addr is where the gRPC server (control API, stage streams) listens.
 	// Default 127.0.0.1:8300, the address TiCDC users pass as --server.
@@ -81,6 +83,7 @@ type Config struct {
 	Puller      PullerConfig
 	Sorter      SorterConfig
 	Encoder     EncoderConfig
+	Producer    ProducerConfig
 }
 
 // Roles.
@@ -89,6 +92,7 @@ const (
 	RolePuller      = "puller"
 	RoleSorter      = "sorter"
 	RoleEncoder     = "encoder"
+	RoleProducer    = "producer"
 )
 
 // DefaultConfig returns the defaults of `cdc server`.
@@ -104,6 +108,7 @@ func DefaultConfig() Config {
 		Coordinator: CoordinatorConfig{GCTTL: cc.GCTTL},
 		Puller:      PullerConfig{MemoryQuota: service.DefaultMemoryQuota},
 		Sorter:      SorterConfig{MemoryQuota: engine.DefaultMemoryQuota},
+		Producer:    ProducerConfig{ProgressInterval: runner.DefaultInterval},
 	}
 }
 

@@ -177,6 +177,9 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	require.True(t, has(sorter, "sorter-memory-quota"))
 	require.False(t, has(sorter, "pd"), "a sorter reads no PD")
 	require.ErrorContains(t, sorter.Parse([]string{"--gc-ttl=1h"}), "unknown flag: --gc-ttl")
+	prod := flags(RoleProducer)
+	require.True(t, has(prod, "producer-progress-interval"))
+	require.False(t, has(prod, "pd"), "a producer reads no PD")
 	enc := flags(RoleEncoder)
 	require.True(t, has(enc, "pd"), "an encoder reads schemas from the upstream")
 	require.True(t, has(enc, "schema-registry-cert"))
@@ -205,8 +208,11 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "--schema-registry-key")
 	cfg.Encoder.RegistryKey = "client.key"
 	require.NoError(t, cfg.Validate())
-	cfg.Roles = []string{"producer"}
-	require.ErrorContains(t, cfg.Validate(), `"producer" is not available yet`)
+	cfg.Roles = []string{RoleProducer}
+	cfg.Producer.ProgressInterval = time.Hour
+	require.ErrorContains(t, cfg.Validate(), "--producer-progress-interval")
+	cfg.Roles = []string{"consumer"}
+	require.ErrorContains(t, cfg.Validate(), `"consumer" is not available yet`)
 }
 
 // A process without the coordinator role must be pointed at the cluster's

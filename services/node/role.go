@@ -23,7 +23,7 @@ import (
 // builds the roles its config names, registers their services on its one
 // gRPC server, runs them on its one member registration, and stops them in
 // order: readiness drops, Stop ends their streams, Run returns, Close
-// releases. The producer role plugs in the same way: a Role and a roleSpec.
+// releases.
 type Role interface {
 	// Name is the role's name, as in the member record.
 	Name() string
@@ -93,6 +93,13 @@ func roleSpecs() []roleSpec {
 			addFlags: func(c *Config, fs *pflag.FlagSet) { c.Encoder.AddFlags(fs) },
 			validate: func(c *Config) error { return c.Encoder.Validate() },
 			build:    newEncoderRole,
+		},
+		{
+			name:     RoleProducer,
+			services: nil,
+			addFlags: func(c *Config, fs *pflag.FlagSet) { c.Producer.AddFlags(fs) },
+			validate: func(c *Config) error { return c.Producer.Validate() },
+			build:    newProducerRole,
 		},
 	}
 }

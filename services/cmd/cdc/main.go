@@ -1,5 +1,5 @@
 // Command cdc is tidestream's one binary: `cdc server` runs every role in
-// one process, `cdc coordinator`, `cdc puller`, `cdc sorter` and `cdc encoder` run one, and
+// one process, `cdc coordinator`, `cdc puller`, `cdc sorter`, `cdc encoder` and `cdc producer` run one, and
 // `cdc cli changefeed …` / `cdc changefeed …` manage changefeeds with
 // TiCDC's words.
 package main
@@ -73,11 +73,12 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.AddCommand(
-		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller, node.RoleSorter, node.RoleEncoder}),
+		roleCmd("server", "Run every role (and an embedded etcd unless --etcd is given) in one process", []string{node.RoleCoordinator, node.RolePuller, node.RoleSorter, node.RoleEncoder, node.RoleProducer}),
 		roleCmd("coordinator", "Run the coordinator role: owner election, changefeeds, control API", []string{node.RoleCoordinator}),
 		roleCmd("puller", "Run the puller role alone: TiKV change data for the pipelines routed here (needs --etcd)", []string{node.RolePuller}),
 		roleCmd("sorter", "Run the sorter role alone: sorts the pipelines routed here, pulling from the puller each route names (needs --etcd)", []string{node.RoleSorter}),
 		roleCmd("encoder", "Run the encoder role alone: decodes and Avro-encodes the pipelines routed here, pulling from the sorter each route names (needs --etcd)", []string{node.RoleEncoder}),
+		roleCmd("producer", "Run the producer role alone: produces the pipelines assigned to this member to Kafka, pulling from the encoder each assignment names (needs --etcd)", []string{node.RoleProducer}),
 		cliCmd(),
 		cli.NewChangefeedCommand(),
 		versionCmd(),

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tidestream/tidestream/coordinator/store"
+	"github.com/tidestream/tidestream/e2e/harness"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
+	"github.com/tidestream/tidestream/services/devstack"
+)
+
+// startDevstack runs devstack's Kafka and registry in the test process.
+func startDevstack(t *testing.T) devstack.Addrs {
+	t.Helper()
+	s, err := devstack.New(devstack.DefaultConfig(), nil)
+	require.NoError(t, err)
+	addrs, err := s.Listen()
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return addrs
+}
+
+// TestProducerWritesAssignedPipelineToKafka is the whole chain in one `cdc
+// server` (puller, sorter, encoder, producer) against the playground and
+// devstack. An assignment written into etcd as the owner will write it
+// makes the producer pull the pipeline from the encoder and produce it:
+// every row arrives in the table's topic with the registry's schema, a
+// delete as a tombstone, each key's versions in order on one partition; the
+// pipeline's progress record reaches the last write's ts only once Kafka
+// holds it all. Confluent's Python AvroConsumer reads the topic too.
+func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
+	pg := startPlayground(t)
+	etcd := harness.StartEtcd(t)
+	dev := startDevstack(t)
+	_, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
+		Args: func(addrs []string) []string {
+			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", t.TempDir(),
+				"--etcd", etcd.Endpoint, "--member-id", "srv", "--pd", "http://" + pg.pdAddr,
+				"--producer-progress-interval", "100ms", "--log-level", "debug"}
+		},
+		Ready: harness.Serving(60 * time.Second),
+	})
+	srvAddr := addrs[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	conf := filepath.Join(t.TempDir(), "changefeed.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(changefeedConf), 0o600))
+	brokers := strings.Join(dev.Kafka, ",")
+	r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
+		"--server=http://"+srvAddr, "--sink-uri=kafka://"+brokers+"/meta?protocol=avro&auto-create-topic=true&partition-num=3&replication-factor=1",
+		"--schema-registry="+dev.Registry, "--changefeed-id=prod", "--config", conf)
+	require.Equal(t, 0, r.ExitCode, "stderr: %s", r.Stderr)
+
+	conn, err := pg.db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	sql := func(q string, args ...any) {
+		_, err := conn.ExecContext(ctx, q, args...)
+		require.NoError(t, err, q)
+	}
+	sql("CREATE DATABASE p")
+	sql("CREATE TABLE p.t (id BIGINT PRIMARY KEY, v VARCHAR(20))")
+	span := recordSpan(ctx, t, pg.db, "p", "t")
+	start := currentTS(ctx, t, conn)
+
+	// The owner's write, by hand: the pipeline on this server's stages.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	defer cli.Close()
+	keys, err := store.NewKeys("default")
+	require.NoError(t, err)
+	a := &tidestreamv1.PipelineAssignment{Namespace: "default", ChangefeedId: "prod", PipelineId: 1, Epoch: 1, StartTs: start,
+		Spans: []*tidestreamv1.Span{span}, ProducerMember: "srv", SchemaName: "p", TableName: "t",
+		Route: &tidestreamv1.Route{PullerAddr: srvAddr, SorterAddr: srvAddr, EncoderAddr: srvAddr, PdAddrs: []string{pg.pdAddr}}}
+	b, err := protojson.Marshal(a)
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, keys.Assignment("srv", "default", "prod", 1), string(b))
+	require.NoError(t, err)
+
+	const n = 60
+	for i := range n {
+		sql("INSERT INTO p.t VALUES (?, ?)", i, "v0")
+	}
+	sql("ALTER TABLE p.t ADD COLUMN c INT DEFAULT 7")
+	for i := range n / 2 {
+		sql("UPDATE p.t SET v = 'v1', c = ? WHERE id = ?", i, i)
+	}
+	sql("DELETE FROM p.t WHERE id = 0")
+	until := currentTS(ctx, t, conn)
+
+	// The checkpoint reaches the last write only once Kafka has it all.
+	harness.Eventually(t, 90*time.Second, "pipeline checkpoint past the last write", func() error {
+		resp, err := cli.Get(ctx, keys.Progress("default", "prod", 1))
+		if err != nil || len(resp.Kvs) == 0 {
+			return err
+		}
+		st := &tidestreamv1.PipelineStatus{}
+		if err := protojson.Unmarshal(resp.Kvs[0].Value, st); err != nil {
+			return err
+		}
+		if st.GetError() != nil {
+			t.Logf("pipeline error: %s", st.GetError().GetMessage())
+		}
+		if st.GetCheckpointTs() < until {
+			return fmt.Errorf("checkpoint %d < %d", st.GetCheckpointTs(), until)
+		}
+		return nil
+	})
+
+	// Read the topic back: everything the checkpoint covers is there.
+	kc, err := kgo.NewClient(kgo.SeedBrokers(dev.Kafka...), kgo.ConsumeTopics("tidb_p_t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer kc.Close()
+	rc, err := sr.NewClient(sr.URLs(dev.Registry))
+	require.NoError(t, err)
+	decode := avroReader(ctx, t, rc)
+	want := n + n/2 + 1
+	type version struct {
+		value     map[string]any
+		partition int32
+	}
+	byKey := map[int64][]version{}
+	got := 0
+	for got < want {
+		fs := kc.PollFetches(ctx)
+		require.NoError(t, fs.Err0())
+		fs.EachRecord(func(r *kgo.Record) {
+			got++
+			id := decode(r.Key)["id"].(int64)
+			v := version{partition: r.Partition}
+			if r.Value != nil {
+				v.value = decode(r.Value)
+			}
+			byKey[id] = append(byKey[id], v)
+		})
+	}
+	require.Len(t, byKey, n)
+	for id := range int64(n) {
+		vs := byKey[id]
+		for _, v := range vs {
+			require.Equal(t, vs[0].partition, v.partition, "key %d on one partition", id)
+		}
+		switch {
+		case id == 0:
+			require.Len(t, vs, 3)
+			require.Nil(t, vs[2].value, "the delete is a tombstone, last")
+		case id < n/2:
+			require.Len(t, vs, 2)
+			require.Equal(t, "v0", vs[0].value["v"])
+			require.Equal(t, "v1", vs[1].value["v"], "versions in commit order")
+			require.Equal(t, int(id), vs[1].value["c"])
+		default:
+			require.Len(t, vs, 1)
+			require.NotContains(t, vs[0].value, "c", "written before ADD COLUMN")
+		}
+	}
+
+	// An independent consumer: Confluent's Python AvroConsumer (Debian's
+	// python3-confluent-kafka), schemas by id from the registry.
+	py := exec.CommandContext(ctx, "/usr/bin/python3", "-c", avroConsumerScript, brokers, dev.Registry, "tidb_p_t", harness.Itoa(want))
+	var out, stderr bytes.Buffer
+	py.Stdout, py.Stderr = &out, &stderr
+	require.NoError(t, py.Run(), "python AvroConsumer: %s", stderr.String())
+	var pyCount, pyTombstones int
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec struct {
+			Key   map[string]any  `json:"key"`
+			Value json.RawMessage `json:"value"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		pyCount++
+		if string(rec.Value) == "null" {
+			pyTombstones++
+		}
+	}
+	require.Equal(t, want, pyCount)
+	require.Equal(t, 1, pyTombstones)
+
+}
+
+// avroConsumerScript reads count records with Confluent's AvroConsumer and
+// prints each as a JSON line.
+const avroConsumerScript = `
+import json, sys
+from confluent_kafka.avro import AvroConsumer
+brokers, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = AvroConsumer({"bootstrap.servers": brokers, "group.id": "e2e-python", "auto.offset.reset": "earliest",
+                  "schema.registry.url": registry})
+c.subscribe([topic])
+seen = 0
+while seen < count:
+    m = c.poll(30)
+    if m is None:
+        sys.exit("timed out after %d records" % seen)
+    if m.error():
+        sys.exit(str(m.error()))
+    print(json.dumps({"key": m.key(), "value": m.value()}, default=str))
+    seen += 1
+c.close()
+`
