@@ -103,7 +103,7 @@ type Runner struct {
 
 type running struct {
 	a      *Assignment
-	p      *pipeline.Pipeline // nil when it could not start; err says why
+	p      *pipeline.Pipeline // nil until it starts; err says why not yet (r.mu)
 	err    error
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -219,43 +219,71 @@ func (r *Runner) start(ctx context.Context, a *Assignment) {
 	run := &running{a: a, done: make(chan struct{})}
 	pctx, cancel := context.WithCancel(ctx)
 	run.cancel = cancel
-	fail := func(err error) {
-		run.err = err
-		close(run.done)
-		r.log.Warn("pipeline could not start", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
-	}
 	r.mu.Lock()
 	r.pipes[a.Key] = run
 	r.mu.Unlock()
+	r.wg.Go(func() {
+		defer close(run.done)
+		// A pipeline that cannot start (its Kafka unreachable, an encoder
+		// address that does not parse) keeps its epoch: nothing was
+		// produced, so it retries in place, its error in its progress
+		// meanwhile, rather than wait for the owner.
+		backoff := startBackoff
+		for {
+			p, err := r.open(pctx, rec)
+			if err == nil {
+				r.mu.Lock()
+				run.p, run.err = p, nil
+				r.mu.Unlock()
+				r.runPipeline(pctx, rec, p)
+				return
+			}
+			r.mu.Lock()
+			run.err = err
+			r.mu.Unlock()
+			r.log.Warn("pipeline could not start; retrying", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "backoff", backoff, "err", err)
+			select {
+			case <-pctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxStartBackoff)
+		}
+	})
+}
+
+// Pacing of a pipeline's start attempts.
+const (
+	startBackoff    = 100 * time.Millisecond
+	maxStartBackoff = 30 * time.Second
+)
+
+// open builds a pipeline: its encoder client and its changefeed's sink.
+func (r *Runner) open(ctx context.Context, rec *tidestreamv1.PipelineAssignment) (*pipeline.Pipeline, error) {
 	enc, err := r.cfg.Encoder(rec.GetRoute().GetEncoderAddr())
 	if err != nil {
-		fail(fmt.Errorf("encoder %q: %w", rec.GetRoute().GetEncoderAddr(), err))
-		return
+		return nil, fmt.Errorf("encoder %q: %w", rec.GetRoute().GetEncoderAddr(), err)
 	}
 	sink, err := r.sink(ctx, rec.GetNamespace(), rec.GetChangefeedId())
 	if err != nil {
-		fail(err)
-		return
+		return nil, err
 	}
 	p, err := pipeline.New(pipeline.Config{Assignment: rec, Encoder: enc, Sink: sink, Logger: r.log})
 	if err != nil {
 		r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
-		fail(err)
-		return
+		return nil, err
 	}
-	r.mu.Lock()
-	run.p = p
-	r.mu.Unlock()
-	r.wg.Go(func() {
-		defer close(run.done)
-		defer r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
-		err := p.Run(pctx)
-		if errors.Is(err, pipeline.ErrFenced) {
-			r.log.Info("pipeline fenced by a newer epoch; stopped", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId())
-		} else if err != nil {
-			r.log.Warn("pipeline failed; waiting for the owner to restart it", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
-		}
-	})
+	return p, nil
+}
+
+func (r *Runner) runPipeline(ctx context.Context, rec *tidestreamv1.PipelineAssignment, p *pipeline.Pipeline) {
+	defer r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
+	err := p.Run(ctx)
+	if errors.Is(err, pipeline.ErrFenced) {
+		r.log.Info("pipeline fenced by a newer epoch; stopped", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId())
+	} else if err != nil {
+		r.log.Warn("pipeline failed; waiting for the owner to restart it", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
+	}
 }
 
 func (r *Runner) stop(key string, run *running) {
@@ -332,6 +360,7 @@ func (r *Runner) writeProgress(ctx context.Context) {
 	r.mu.Lock()
 	var batch []Progress
 	byAssignment := map[*Assignment]*running{}
+	started := map[*Assignment]*pipeline.Pipeline{} // run.p as read under r.mu
 	for _, run := range r.pipes {
 		st := &tidestreamv1.PipelineStatus{Epoch: run.a.Record.GetEpoch(), ProducerMember: r.cfg.Member}
 		var err error
@@ -346,6 +375,7 @@ func (r *Runner) writeProgress(ctx context.Context) {
 		}
 		batch = append(batch, Progress{Assignment: run.a, Status: st})
 		byAssignment[run.a] = run
+		started[run.a] = run.p
 	}
 	r.mu.Unlock()
 	if len(batch) == 0 {
@@ -368,11 +398,11 @@ func (r *Runner) writeProgress(ctx context.Context) {
 		r.stop(f.Assignment.Key, run)
 	}
 	for _, p := range batch {
-		run := byAssignment[p.Assignment]
-		if lost[p.Assignment] || run.p == nil || p.Status.GetCheckpointTs() <= run.acked {
+		run, pipe := byAssignment[p.Assignment], started[p.Assignment]
+		if lost[p.Assignment] || pipe == nil || p.Status.GetCheckpointTs() <= run.acked {
 			continue
 		}
 		run.acked = p.Status.GetCheckpointTs()
-		run.p.Acked(ctx, run.acked)
+		pipe.Acked(ctx, run.acked)
 	}
 }

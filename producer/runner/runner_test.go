@@ -2,8 +2,11 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +111,11 @@ func assignment(id int64, epoch uint64, encoderAddr string) *Assignment {
 
 func setup(t *testing.T) (*encoder, *store, string, func() error) {
 	t.Helper()
+	return setupWith(t, nil)
+}
+
+func setupWith(t *testing.T, tweak func(*Config)) (*encoder, *store, string, func() error) {
+	t.Helper()
 	enc := &encoder{open: map[int64]int{}, ended: make(chan int64, 16), acks: map[int64]uint64{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -119,7 +127,7 @@ func setup(t *testing.T) (*encoder, *store, string, func() error) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cc.Close() })
 	st := &store{epochs: map[string]uint64{}, progress: map[string]*tidestreamv1.PipelineStatus{}, updates: make(chan []Update, 16)}
-	r, err := New(Config{
+	cfg := Config{
 		Member: "p1",
 		Watch: func(ctx context.Context, reset func(), fn func([]Update)) error {
 			for {
@@ -139,7 +147,11 @@ func setup(t *testing.T) (*encoder, *store, string, func() error) {
 			return tidestreamv1.NewEncoderServiceClient(cc), nil
 		},
 		Interval: 20 * time.Millisecond,
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	r, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -227,4 +239,34 @@ func TestAssignmentChangesStopAndReplacePipelines(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	st.updates <- []Update{{Key: b.Key}}
 	require.EqualValues(t, 3, <-enc.ended, "deleted: stopped")
+}
+
+// A pipeline whose sink cannot be made yet (Kafka unreachable) reports why
+// in its progress and starts once it can, at the same epoch.
+func TestPipelineRetriesItsStart(t *testing.T) {
+	enc, st, addr, _ := setupWith(t, func(c *Config) {
+		var calls atomic.Int32
+		c.Sink = func(context.Context, string, string) (pipeline.Sink, func(), error) {
+			if calls.Add(1) <= 2 {
+				return nil, nil, errors.New("dial 127.0.0.1:9092: connection refused")
+			}
+			return ackSink{}, nil, nil
+		}
+	})
+	a := assignment(4, 1, addr)
+	st.assign(a)
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return strings.Contains(st.progress[a.Key].GetError().GetMessage(), "connection refused")
+	}, 10*time.Second, time.Millisecond, "the start failure is the pipeline's error")
+	require.Eventually(t, func() bool { return st.checkpoint(a.Key) > 1005 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.progress[a.Key].GetError() == nil
+	}, 10*time.Second, 5*time.Millisecond, "cleared once it runs")
+	enc.mu.Lock()
+	defer enc.mu.Unlock()
+	require.Equal(t, 1, enc.open[4], "one stream, at epoch 1")
 }
