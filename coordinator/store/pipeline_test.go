@@ -65,7 +65,16 @@ func TestAssignmentsListAndWatch(t *testing.T) {
 	// Pipeline 2 moves to p1 at epoch 2; pipeline 1 moves away to p2.
 	require.NoError(t, st.Assign(ctx, fence, assignment(2, 2, "p1"), "p2"))
 	require.NoError(t, st.Assign(ctx, fence, assignment(1, 2, "p2"), "p1"))
-	got := append(<-events, <-events...)
+	// etcd may deliver the two changes in one watch response or in two.
+	var got []store.AssignmentEvent
+	for len(got) < 2 {
+		select {
+		case evs := <-events:
+			got = append(got, evs...)
+		case <-ctx.Done():
+			t.Fatalf("watch delivered %d of 2 changes", len(got))
+		}
+	}
 	require.Len(t, got, 2)
 	require.NotNil(t, got[0].Assignment)
 	require.EqualValues(t, 2, got[0].Assignment.Record.GetEpoch())
