@@ -6,6 +6,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/meta/model"
 	"github.com/pingcap/tidb/pkg/util/filter"
+	tablefilter "github.com/pingcap/tidb/pkg/util/table-filter"
 	"github.com/tidestream/tidestream/encoder/row"
 )
 
@@ -56,6 +57,25 @@ func (e Eligibility) String() string {
 // Filter reports whether the changefeed replicates table schema.table (names
 // as TiDB spells them). A nil Filter accepts every table.
 type Filter func(schema, table string) bool
+
+// NewFilter is a changefeed's table filter: its `[filter] rules` in TiDB's
+// table-filter syntax, as TiCDC applies them, case-insensitive unless the
+// changefeed is case-sensitive. No rules give a nil Filter. The encoder and
+// the coordinator's create-time check both build it here, so they never
+// disagree on which tables a changefeed has.
+func NewFilter(rules []string, caseSensitive bool) (Filter, error) {
+	if len(rules) == 0 {
+		return nil, nil
+	}
+	f, err := tablefilter.Parse(rules)
+	if err != nil {
+		return nil, err
+	}
+	if !caseSensitive {
+		f = tablefilter.CaseInsensitive(f)
+	}
+	return f.MatchTable, nil
+}
 
 // IsSystemSchema reports whether schema is excluded from the snapshot, the
 // DDL stream and the row path: TiDB's own system schemas plus the schemas

@@ -573,3 +573,21 @@ func TestVersionDDL(t *testing.T) {
 	applyAt(t, h, j, 1030)
 	require.Equal(t, alter, at(t, h, 101, 1030, "test", "t").DDL)
 }
+
+// A changefeed's filter: TiDB's syntax, case-insensitive unless asked, nil
+// (every table) without rules, a clear error for a bad rule.
+func TestNewFilter(t *testing.T) {
+	none, err := NewFilter(nil, false)
+	require.NoError(t, err)
+	require.Nil(t, none)
+	f, err := NewFilter([]string{"app.*", "!app.tmp_*"}, false)
+	require.NoError(t, err)
+	require.True(t, f("APP", "Orders"))
+	require.False(t, f("app", "tmp_1"))
+	require.False(t, f("other", "orders"))
+	cs, err := NewFilter([]string{"app.*"}, true)
+	require.NoError(t, err)
+	require.False(t, cs("APP", "orders"))
+	_, err = NewFilter([]string{"app"}, false)
+	require.Error(t, err)
+}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	filter "github.com/pingcap/tidb/pkg/util/table-filter"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/tidestream/tidestream/encoder/avro"
@@ -209,16 +208,11 @@ func parseFeed(info *tidestreamv1.ChangefeedInfo, tls Config) (*feedConfig, erro
 		topic = t
 	}
 	fc.dispatch = dispatch.Config{Rules: sink.GetDispatchers(), DefaultTopic: topic, CaseSensitive: cfg.GetCaseSensitive()}
-	if rules := cfg.GetFilter().GetRules(); len(rules) > 0 {
-		f, err := filter.Parse(rules)
-		if err != nil {
-			return nil, bad("filter.rules: %v", err)
-		}
-		if !cfg.GetCaseSensitive() {
-			f = filter.CaseInsensitive(f)
-		}
-		fc.filter = f.MatchTable
+	f, err := schema.NewFilter(cfg.GetFilter().GetRules(), cfg.GetCaseSensitive())
+	if err != nil {
+		return nil, bad("filter.rules: %v", err)
 	}
+	fc.filter = f
 	if ts := cfg.GetFilter().GetIgnoreTxnStartTs(); len(ts) > 0 {
 		fc.ignoreTxns = make(map[uint64]struct{}, len(ts))
 		for _, t := range ts {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	filter "github.com/pingcap/tidb/pkg/util/table-filter"
 	"github.com/tikv/client-go/v2/config"
 
 	"github.com/tidestream/tidestream/coordinator/control"
@@ -54,22 +53,15 @@ func (u *upstreamTables) list(ctx context.Context, pdAddrs []string, ts uint64, 
 // Close waits for reads left running by requests that ended.
 func (u *upstreamTables) Close() { u.reads.Wait() }
 
-// tableFilter builds the filter exactly as the encoder does
-// (encoder/service parseFeed: TiDB's table filter, case-insensitive unless
-// case-sensitive is set, nil for no rules), so the tables the check lists
-// are the tables the encoder would find ineligible.
+// tableFilter is the changefeed's filter as the encoder builds it
+// (schema.NewFilter), so the tables the check lists are the tables the
+// encoder would find ineligible.
 func tableFilter(f control.TableFilter) (schema.Filter, error) {
-	if len(f.Rules) == 0 {
-		return nil, nil
-	}
-	tf, err := filter.Parse(f.Rules)
+	match, err := schema.NewFilter(f.Rules, f.CaseSensitive)
 	if err != nil {
 		return nil, fmt.Errorf("filter.rules: %w", err)
 	}
-	if !f.CaseSensitive {
-		tf = filter.CaseInsensitive(tf)
-	}
-	return tf.MatchTable, nil
+	return match, nil
 }
 
 // readIneligible reads the schema at ts and keeps the tables match selects
