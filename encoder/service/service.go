@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidestream/tidestream/encoder/schema"
@@ -37,8 +36,7 @@ type Service struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // DDL followers; Add only under mu with closed false
 
-	connsMu sync.Mutex
-	conns   map[string]*grpc.ClientConn
+	conns contract.Conns // to the sorters routes name
 
 	mu       sync.Mutex
 	feeds    map[feedKey]*feed
@@ -66,8 +64,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", stage), epochs: contract.NewRegistry(0),
-		workers: make(chan struct{}, cfg.Workers), conns: make(map[string]*grpc.ClientConn),
-		feeds: make(map[feedKey]*feed), pipes: make(map[contract.PipelineKey]*pipe), skipLogged: make(map[[2]int64]bool),
+		workers: make(chan struct{}, cfg.Workers),
+		feeds:   make(map[feedKey]*feed), pipes: make(map[contract.PipelineKey]*pipe), skipLogged: make(map[[2]int64]bool),
 	}
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	if err := s.m.init(s); err != nil {
@@ -113,12 +111,7 @@ func (s *Service) Close() {
 		f.closeLocked()
 		f.mu.Unlock()
 	}
-	s.connsMu.Lock()
-	for _, cc := range s.conns {
-		_ = cc.Close()
-	}
-	s.conns = nil
-	s.connsMu.Unlock()
+	_ = s.conns.Close()
 	s.m.close()
 }
 
@@ -135,21 +128,13 @@ func (s *Service) sorter(route *tidestreamv1.Route) (tidestreamv1.SorterServiceC
 		return nil, contract.Status(contract.Fatal, codes.InvalidArgument,
 			"encoder: bad SubscribeRequest: route.sorter_addr is required (this encoder has no default sorter)")
 	}
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if s.conns == nil {
-		// Closed: a handler still unwinding must not dial a connection
-		// nobody would close.
+	cc, err := s.conns.Get(addr)
+	if errors.Is(err, contract.ErrConnsClosed) {
 		return nil, contract.Status(contract.Transient, codes.Unavailable, "%v", ErrClosed)
 	}
-	if cc := s.conns[addr]; cc != nil {
-		return tidestreamv1.NewSorterServiceClient(cc), nil
-	}
-	cc, err := grpc.NewClient(addr, append(contract.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, contract.Status(contract.Fatal, codes.InvalidArgument, "encoder: route.sorter_addr %q: %v", addr, err)
 	}
-	s.conns[addr] = cc
 	return tidestreamv1.NewSorterServiceClient(cc), nil
 }
 

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/producer/kafka"
@@ -56,7 +54,7 @@ func newProducerRole(n *Node) (Role, error) {
 	if n.hasRole(RoleEncoder) {
 		self = n.advert
 	}
-	conns := &encoderConns{self: self, conns: map[string]*grpc.ClientConn{}}
+	conns := &encoderConns{self: self}
 	r, err := runner.New(runner.Config{
 		Member: member,
 		Addr:   n.advert,
@@ -154,11 +152,8 @@ func (r *producerRole) Close() error { return r.conns.Close() }
 // address; an assignment whose route names no encoder uses this process's
 // own when it runs the encoder role (`cdc server`).
 type encoderConns struct {
-	self string
-
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	closed bool
+	self  string
+	conns contract.Conns
 }
 
 func (e *encoderConns) get(addr string) (tidestreamv1.EncoderServiceClient, error) {
@@ -168,31 +163,11 @@ func (e *encoderConns) get(addr string) (tidestreamv1.EncoderServiceClient, erro
 	if addr == "" {
 		return nil, errors.New("the assignment's route names no encoder and this process runs none")
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, errors.New("producer role closed")
-	}
-	cc := e.conns[addr]
-	if cc == nil {
-		var err error
-		cc, err = grpc.NewClient(addr, append(contract.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-		if err != nil {
-			return nil, err
-		}
-		e.conns[addr] = cc
+	cc, err := e.conns.Get(addr)
+	if err != nil {
+		return nil, err
 	}
 	return tidestreamv1.NewEncoderServiceClient(cc), nil
 }
 
-func (e *encoderConns) Close() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.closed = true
-	var errs []error
-	for addr, cc := range e.conns {
-		errs = append(errs, cc.Close())
-		delete(e.conns, addr)
-	}
-	return errors.Join(errs...)
-}
+func (e *encoderConns) Close() error { return e.conns.Close() }

@@ -75,9 +75,7 @@ func TestPipelinesPullFromTheirRoute(t *testing.T) {
 		require.Equal(t, tc.addr, got.GetPullerAddr(), "the route is passed on")
 		require.Equal(t, []string{"127.0.0.1:2379"}, got.GetPdAddrs(), "the route is passed on")
 	}
-	svc.connsMu.Lock()
-	require.Len(t, svc.conns, 2, "one connection per puller address")
-	svc.connsMu.Unlock()
+	require.Equal(t, 2, svc.conns.Len(), "one connection per puller address")
 
 	st, err := client.Subscribe(ctx, subReq(9, 1, 100))
 	require.NoError(t, err)

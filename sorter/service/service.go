@@ -31,7 +31,6 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -111,8 +110,7 @@ type Service struct {
 	log *slog.Logger
 	up  tidestreamv1.PullerServiceClient // Config.Upstream
 
-	connsMu sync.Mutex
-	conns   map[string]*grpc.ClientConn // puller address -> connection dialed here
+	conns contract.Conns // to the pullers routes name
 
 	ctx    context.Context // service lifetime; parent of every upstream run
 	cancel context.CancelCauseFunc
@@ -152,7 +150,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Meter = noop.NewMeterProvider().Meter("sorter")
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "sorter"), up: cfg.Upstream,
-		conns: make(map[string]*grpc.ClientConn), pipes: make(map[engine.PipelineID]*pipeState)}
+		pipes: make(map[engine.PipelineID]*pipeState)}
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	if err := s.m.init(s); err != nil {
 		return nil, err
@@ -174,20 +172,13 @@ func (s *Service) puller(route *tidestreamv1.Route) (tidestreamv1.PullerServiceC
 		return nil, contract.Status(contract.Fatal, codes.InvalidArgument,
 			"sorter: bad SubscribeRequest: route.puller_addr is required (this sorter has no default puller)")
 	}
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if cc := s.conns[addr]; cc != nil {
-		return tidestreamv1.NewPullerServiceClient(cc), nil
+	cc, err := s.conns.Get(addr)
+	if errors.Is(err, contract.ErrConnsClosed) {
+		return nil, contract.Status(contract.Transient, codes.Unavailable, "%v", ErrClosed)
 	}
-	// Keepalive and message sizes as every stage dials another: a batch
-	// the puller may build is never refused here. NewClient connects
-	// lazily, so an unreachable puller shows up as UNAVAILABLE on
-	// Subscribe, which is retried.
-	cc, err := grpc.NewClient(addr, append(contract.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, contract.Status(contract.Fatal, codes.InvalidArgument, "sorter: route.puller_addr %q: %v", addr, err)
 	}
-	s.conns[addr] = cc
 	return tidestreamv1.NewPullerServiceClient(cc), nil
 }
 
@@ -208,12 +199,7 @@ func (s *Service) close() {
 	s.mu.Unlock()
 	s.cancel(ErrClosed)
 	s.wg.Wait()
-	s.connsMu.Lock()
-	for addr, cc := range s.conns {
-		_ = cc.Close()
-		delete(s.conns, addr)
-	}
-	s.connsMu.Unlock()
+	_ = s.conns.Close()
 	s.m.close()
 }
 
