@@ -81,7 +81,7 @@ sorter-memory:
 # ours next to the raw library's where one exists); nothing here asserts a
 # speed. Not part of `make test`.
 bench: playground-build
-	PLAYGROUND_BIN=$(BIN)/playground go test -run '^$$' -bench . -benchmem -count=1 ./encoder/... ./sorter/engine/ ./puller/...
+	PLAYGROUND_BIN=$(BIN)/playground go test -run '^$$' -bench . -benchmem -count=1 ./encoder/... ./sorter/engine/ ./puller/... ./producer/...
 	$(PG_GO) PLAYGROUND_BIN=$(BIN)/playground go test -run '^$$' -bench Synthetic -benchmem -count=1 .
 
 # The playground binary. A cold build compiles TiDB (about 5 minutes on 2 cores);

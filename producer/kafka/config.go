@@ -34,6 +34,9 @@ const (
 	// later clamped to the topic's (or broker's) limit minus
 	// MessageOverhead.
 	DefaultMaxMessageBytes = 10 * 1024 * 1024
+	// DefaultStallAfter: TiCDC's write-timeout default; a broker that
+	// acknowledges nothing for that long is not a hiccup.
+	DefaultStallAfter = 10 * time.Second
 	// DefaultMaxRetry is TiCDC's max-retry default.
 	DefaultMaxRetry = 5
 	// DefaultTimeout is TiCDC's dial-, read- and write-timeout default.
@@ -131,6 +134,9 @@ type Config struct {
 	// MetadataRefresh is how often a topic's partition count is re-read;
 	// 0 picks DefaultMetadataRefresh.
 	MetadataRefresh time.Duration
+	// StallAfter is how long records may wait without any being
+	// acknowledged before Stalled reports it; 0 picks DefaultStallAfter.
+	StallAfter time.Duration
 	// Logger receives the client's warnings and errors; nil discards.
 	Logger *slog.Logger
 }
@@ -349,8 +355,8 @@ func (c *Config) Validate() error {
 	default:
 		return configErr("sasl-mechanism", "%q is not one of plain, scram-sha-256, scram-sha-512, gssapi, oauthbearer", c.SASL.Mechanism)
 	}
-	if c.MaxBufferedRecords < 0 || c.MaxBufferedBytes < 0 || c.MetadataRefresh < 0 || c.Linger < 0 {
-		return configErr("tuning", "buffer limits, linger and metadata refresh must not be negative")
+	if c.MaxBufferedRecords < 0 || c.MaxBufferedBytes < 0 || c.MetadataRefresh < 0 || c.Linger < 0 || c.StallAfter < 0 {
+		return configErr("tuning", "buffer limits, linger, metadata refresh and stall-after must not be negative")
 	}
 	return nil
 }

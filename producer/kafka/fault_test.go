@@ -1,13 +1,11 @@
 package kafka
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -15,128 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tidestream/tidestream/producer/internal/faultnet"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
-
-// dropper loses produce responses after the broker has applied the
-// request: it wraps kfake's listeners, notes the correlation ids of
-// produce requests a connection reads, and when armed closes the
-// connection instead of writing such a response — the client cannot tell
-// whether its batch was written.
-type dropper struct {
-	armed   atomic.Int32 // responses still to drop
-	dropped atomic.Int32
-}
-
-func (d *dropper) listen(network, address string) (net.Listener, error) {
-	ln, err := net.Listen(network, address)
-	if err != nil {
-		return nil, err
-	}
-	return &dropListener{Listener: ln, d: d}, nil
-}
-
-type dropListener struct {
-	net.Listener
-	d *dropper
-}
-
-func (l *dropListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &dropConn{Conn: c, d: l.d, produce: map[int32]bool{}}, nil
-}
-
-type dropConn struct {
-	net.Conn
-	d *dropper
-
-	mu      sync.Mutex
-	rbuf    []byte // request bytes not yet framed
-	wbuf    []byte // response bytes not yet framed
-	produce map[int32]bool
-}
-
-// Read frames requests: int32 size, int16 api key, int16 version, int32
-// correlation id.
-func (c *dropConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.mu.Lock()
-	c.rbuf = append(c.rbuf, p[:n]...)
-	for len(c.rbuf) >= 4 {
-		size := int(binary.BigEndian.Uint32(c.rbuf))
-		if len(c.rbuf) < 4+size {
-			break
-		}
-		if size >= 8 && int16(binary.BigEndian.Uint16(c.rbuf[4:])) == int16(kmsg.Produce) {
-			c.produce[int32(binary.BigEndian.Uint32(c.rbuf[8:]))] = true
-		}
-		c.rbuf = c.rbuf[4+size:]
-	}
-	c.mu.Unlock()
-	return n, err
-}
-
-// Write frames responses (int32 size, int32 correlation id) and passes
-// them on whole, unless one answers a produce request and a drop is armed.
-func (c *dropConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wbuf = append(c.wbuf, p...)
-	for len(c.wbuf) >= 8 {
-		size := int(binary.BigEndian.Uint32(c.wbuf))
-		if len(c.wbuf) < 4+size {
-			break
-		}
-		frame := c.wbuf[:4+size]
-		corr := int32(binary.BigEndian.Uint32(c.wbuf[4:]))
-		if c.produce[corr] {
-			delete(c.produce, corr)
-			if c.d.armed.Add(-1) >= 0 {
-				c.d.dropped.Add(1)
-				c.Conn.Close()
-				return 0, errors.New("test: response dropped")
-			}
-			c.d.armed.Add(1)
-		}
-		if _, err := c.Conn.Write(frame); err != nil {
-			return 0, err
-		}
-		c.wbuf = c.wbuf[4+size:]
-	}
-	return len(p), nil
-}
-
-// failProduce answers the next n produce requests with code for every
-// partition, without writing anything.
-func failProduce(c *kfake.Cluster, code *kerr.Error, n int) *atomic.Int32 {
-	var hits atomic.Int32
-	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		if hits.Add(1) > int32(n) {
-			hits.Add(-1)
-			c.DropControl()
-			return nil, nil, false
-		}
-		c.KeepControl()
-		req := kr.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = code.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
-	return &hits
-}
 
 // TestFaultsKeepEveryRecordOnceInKeyOrder produces through leader changes,
 // timeouts before and after the write, and responses lost after the write;
@@ -185,8 +64,8 @@ func TestFaultsDuplicateWithoutIdempotence(t *testing.T) {
 // 6 partitions on 3 brokers, each phase with one kind of fault, and returns
 // what a consumer reads back and how many records were produced.
 func produceThroughFaults(t *testing.T, acks int32) ([]*kgo.Record, int) {
-	var d dropper
-	c := newCluster(t, kfake.NumBrokers(3), kfake.ListenFn(d.listen))
+	var fn faultnet.Net
+	c := newCluster(t, kfake.NumBrokers(3), kfake.ListenFn(fn.Listen))
 	const topic = "tidb_db_orders"
 	require.NoError(t, c.CreateTopic(topic, 6, nil))
 	s := sink(c.ListenAddrs(), topic)
@@ -222,8 +101,8 @@ func produceThroughFaults(t *testing.T, acks int32) ([]*kgo.Record, int) {
 
 	// 1. NOT_LEADER_FOR_PARTITION, then REQUEST_TIMED_OUT, each for 2
 	// produce tries, nothing written (ControlKey). 4 retries < max-retry 5.
-	notLeader := failProduce(c, kerr.NotLeaderForPartition, 2)
-	timedOut := failProduce(c, kerr.RequestTimedOut, 2)
+	notLeader := faultnet.FailProduce(c, kerr.NotLeaderForPartition, 2)
+	timedOut := faultnet.FailProduce(c, kerr.RequestTimedOut, 2)
 	phase("not leader / timed out")
 	require.Equal(t, int32(2), notLeader.Load())
 	require.Equal(t, int32(2), timedOut.Load())
@@ -235,9 +114,9 @@ func produceThroughFaults(t *testing.T, acks int32) ([]*kgo.Record, int) {
 	require.Equal(t, 3, int(h.Hits()))
 
 	// 3. The connection drops after the write, before the response.
-	d.armed.Store(2)
+	fn.DropProduceResponses(2)
 	phase("response lost")
-	require.Equal(t, int32(2), d.dropped.Load())
+	require.Equal(t, 2, fn.Dropped())
 
 	require.Equal(t, int64(produced), acked.Load(), "every record acked exactly once")
 	want := produced
@@ -261,7 +140,7 @@ func TestFailedRecordIsReportedNotSkipped(t *testing.T) {
 	ctx := ctxT(t)
 	require.NoError(t, p.CheckDefaultTopic(ctx))
 
-	failProduce(c, kerr.NotLeaderForPartition, 100)
+	faultnet.FailProduce(c, kerr.NotLeaderForPartition, 100)
 	a := newAcks(3)
 	for i := range 3 {
 		require.NoError(t, p.Produce(ctx, &tidestreamv1.EncodedRecord{Topic: topic, Key: []byte{byte(i)}, Value: []byte("v")}, a.fn()))
@@ -275,4 +154,32 @@ func TestFailedRecordIsReportedNotSkipped(t *testing.T) {
 		require.Equal(t, Retryable, Classify(err), "%v", err)
 	}
 	require.Nil(t, p.lookup(topic), "a failure makes the next Produce re-read the topic")
+}
+
+// TestStalledWhileBrokersAreDown: records the client holds through an
+// outage make Stalled report it, with the connection's error, once
+// StallAfter passes; it clears when they are acknowledged.
+func TestStalledWhileBrokersAreDown(t *testing.T) {
+	var fn faultnet.Net
+	c := newCluster(t, kfake.NumBrokers(1), kfake.ListenFn(fn.Listen))
+	const topic = "tidb_db_t"
+	require.NoError(t, c.CreateTopic(topic, 1, nil))
+	p := newProducer(t, sink(c.ListenAddrs(), topic), func(c *Config) { c.StallAfter = 200 * time.Millisecond })
+	ctx := ctxT(t)
+	require.NoError(t, p.CheckDefaultTopic(ctx))
+	require.NoError(t, p.Stalled(), "nothing in flight")
+
+	fn.Down()
+	a := newAcks(1)
+	require.NoError(t, p.Produce(ctx, &tidestreamv1.EncodedRecord{Topic: topic, Key: []byte("k"), Value: []byte("v")}, a.fn()))
+	require.NoError(t, p.Stalled(), "not before StallAfter")
+	var stall *StallError
+	require.Eventually(t, func() bool { return errors.As(p.Stalled(), &stall) && stall.Err != nil }, 10*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 1, stall.InFlight)
+	require.Contains(t, stall.Error(), "last broker error: broker")
+	require.Equal(t, Retryable, Classify(stall))
+
+	fn.Up()
+	require.NoError(t, a.wait(t, 1)[0])
+	require.NoError(t, p.Stalled(), "cleared once acknowledged")
 }

@@ -2,7 +2,11 @@ package kafka
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -33,6 +37,14 @@ type Producer struct {
 	loadMu sync.Mutex
 
 	closed atomic.Bool
+
+	// Stall watch: records in flight over the whole producer, when they
+	// last made progress (an ack, or the first record after none were in
+	// flight), and the last error a broker connection saw.
+	inflight   atomic.Int64
+	progressAt atomic.Int64 // unix nanoseconds
+	connErr    atomic.Pointer[error]
+	stallAfter time.Duration
 }
 
 // New validates cfg and builds the franz-go client. It does no I/O: call
@@ -51,10 +63,15 @@ func New(cfg Config) (*Producer, error) {
 	if cfg.MetadataRefresh == 0 {
 		p.refresh = DefaultMetadataRefresh
 	}
+	p.stallAfter = cfg.StallAfter
+	if p.stallAfter == 0 {
+		p.stallAfter = DefaultStallAfter
+	}
 	opts, err := cfg.kgoOpts(p.batchMaxBytes)
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, kgo.WithHooks(connHook{p}))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, configErr("kafka", "%v", err)
@@ -128,18 +145,93 @@ func (p *Producer) Produce(ctx context.Context, rec *tidestreamv1.EncodedRecord,
 			continue
 		}
 		st.inflight.Add(1)
+		if p.inflight.Add(1) == 1 {
+			p.progressAt.Store(time.Now().UnixNano())
+		}
 		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
 			// Promise: record and signal only (STYLE §5).
 			if err != nil {
 				st.stale.Store(true)
 				err = &BrokerError{Topic: r.Topic, Partition: r.Partition, Err: err}
+			} else {
+				p.progressAt.Store(time.Now().UnixNano())
 			}
+			p.inflight.Add(-1)
 			st.inflight.Add(-1)
 			onAck(err)
 		})
 		st.gate.RUnlock()
 		return nil
 	}
+}
+
+// StallError reports records waiting on Kafka with none acknowledged for
+// longer than Config.StallAfter: the brokers are unreachable or refuse to
+// take them, while the client keeps retrying (an outage it outlasts costs
+// nothing else). It wraps the last error a broker connection saw, if any.
+type StallError struct {
+	For      time.Duration
+	InFlight int64
+	Err      error // last connection error; nil if none was seen
+}
+
+func (e *StallError) Error() string {
+	msg := fmt.Sprintf("kafka: no record acknowledged for %s with %d in flight", e.For.Round(time.Second), e.InFlight)
+	if e.Err != nil {
+		return msg + "; last broker error: " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *StallError) Unwrap() error { return e.Err }
+
+// Stalled returns a *StallError while records wait on Kafka and none has
+// been acknowledged for Config.StallAfter, nil otherwise. Pipelines report
+// it as their error so that an outage shows while it lasts.
+func (p *Producer) Stalled() error {
+	n := p.inflight.Load()
+	if n <= 0 {
+		return nil
+	}
+	waited := time.Since(time.Unix(0, p.progressAt.Load()))
+	if waited < p.stallAfter {
+		return nil
+	}
+	e := &StallError{For: waited, InFlight: n}
+	if err := p.connErr.Load(); err != nil {
+		e.Err = *err
+	}
+	return e
+}
+
+// connHook notes the last error of a broker connection (dial, TLS, SASL,
+// reads and writes) for Stalled.
+type connHook struct{ p *Producer }
+
+var (
+	_ kgo.HookBrokerConnect = connHook{}
+	_ kgo.HookBrokerWrite   = connHook{}
+	_ kgo.HookBrokerRead    = connHook{}
+)
+
+func (h connHook) note(meta kgo.BrokerMetadata, err error) {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	err = fmt.Errorf("broker %d at %s: %w", meta.NodeID, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+	h.p.connErr.Store(&err)
+}
+
+func (h connHook) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	h.note(meta, err)
+}
+
+func (h connHook) OnBrokerWrite(meta kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	h.note(meta, err)
+}
+
+func (h connHook) OnBrokerRead(meta kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	h.note(meta, err)
 }
 
 // Flush blocks until every record produced so far is acknowledged or

@@ -34,6 +34,13 @@ type Sink interface {
 	Produce(ctx context.Context, rec *tidestreamv1.EncodedRecord, done func(error)) error
 }
 
+// Staller is a Sink that can tell its records are stuck (*kafka.Producer:
+// an outage its client is riding out); the pipeline reports it as its
+// error meanwhile.
+type Staller interface {
+	Stalled() error
+}
+
 // Config configures a Pipeline.
 type Config struct {
 	Assignment *tidestreamv1.PipelineAssignment
@@ -127,6 +134,9 @@ func (p *Pipeline) Status() Status {
 	if err == nil && p.warning != "" {
 		err = errors.New(p.warning)
 	}
+	if s, ok := p.cfg.Sink.(Staller); ok && err == nil {
+		err = s.Stalled()
+	}
 	return Status{Checkpoint: cp, Resolved: res, Err: err}
 }
 
@@ -144,9 +154,10 @@ func (p *Pipeline) setWarning(w string) {
 
 // Run pulls the encoder stream and produces its records until ctx ends
 // (nil), a newer epoch fences the pipeline (ErrFenced), or a failure the
-// chain cannot retry in place (a record Kafka refused for good, a fatal or
-// restart status from the encoder) ends it; the owner then restarts the
-// pipeline from its checkpoint with a new epoch. Records handed to Kafka
+// chain cannot retry in place (a record Kafka failed, a fatal or restart
+// status from the encoder) ends it. Its member then starts it again from
+// its checkpoint unless the failure is one no retry fixes, which waits for
+// the owner (runner.Restartable). Records handed to Kafka
 // before Run returns may still be acknowledged afterwards; Status counts
 // them.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -217,7 +228,7 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 			ts := rec.GetCommitTs()
 			failed := func(err error) {
 				// Never skipped: the checkpoint stays below the record,
-				// and the owner restarts the pipeline there.
+				// and the pipeline starts again there.
 				fail(fmt.Errorf("pipeline %d: record of %s at commit ts %d: %w", a.GetPipelineId(), rec.GetTopic(), ts, err))
 			}
 			p.t.add(ts)

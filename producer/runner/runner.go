@@ -3,7 +3,11 @@
 // each, and once per interval writes every pipeline's progress in one
 // batched call fenced on the assignments (DESIGN.md §8). A pipeline whose
 // fence failed belongs to a newer epoch or another producer: it is stopped
-// at once. After a write, each pipeline's encoder is told the checkpoint.
+// at once. One that cannot start, or fails while running for a reason
+// that can clear (Kafka failed records after its own retries), is started
+// again under the same epoch, from its checkpoint, with backoff; its error
+// is in its progress meanwhile. After a write, each pipeline's encoder is
+// told the checkpoint.
 //
 // It is not responsible for where progress is stored (Config.WriteProgress:
 // etcd, through the coordinator's store, in the role) nor for Kafka
@@ -18,9 +22,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidestream/tidestream/producer/kafka"
 	"github.com/tidestream/tidestream/producer/pipeline"
+	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
@@ -215,7 +222,6 @@ func (r *Runner) apply(ctx context.Context, u Update) {
 }
 
 func (r *Runner) start(ctx context.Context, a *Assignment) {
-	rec := a.Record
 	run := &running{a: a, done: make(chan struct{})}
 	pctx, cancel := context.WithCancel(ctx)
 	run.cancel = cancel
@@ -224,32 +230,70 @@ func (r *Runner) start(ctx context.Context, a *Assignment) {
 	r.mu.Unlock()
 	r.wg.Go(func() {
 		defer close(run.done)
-		// A pipeline that cannot start (its Kafka unreachable, an encoder
-		// address that does not parse) keeps its epoch: nothing was
-		// produced, so it retries in place, its error in its progress
-		// meanwhile, rather than wait for the owner.
-		backoff := startBackoff
-		for {
-			p, err := r.open(pctx, rec)
-			if err == nil {
-				r.mu.Lock()
-				run.p, run.err = p, nil
-				r.mu.Unlock()
-				r.runPipeline(pctx, rec, p)
-				return
-			}
-			r.mu.Lock()
-			run.err = err
-			r.mu.Unlock()
-			r.log.Warn("pipeline could not start; retrying", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "backoff", backoff, "err", err)
-			select {
-			case <-pctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, maxStartBackoff)
-		}
+		r.supervise(pctx, run, a.Record)
 	})
+}
+
+// supervise runs one assignment until ctx ends, it is fenced, or it fails
+// for a reason only an operator can fix (the owner then marks the
+// changefeed failed). Everything else keeps the epoch and is retried here
+// with backoff, the error in the pipeline's progress meanwhile:
+//   - a pipeline that cannot start (Kafka unreachable, bad credentials,
+//     an encoder address that does not parse) produced nothing, so it
+//     simply tries again;
+//   - a pipeline that failed while running (Kafka failed records after its
+//     own retries: an outage longer than max-retry covers) starts again
+//     from its checkpoint, re-producing what followed it — at-least-once,
+//     as a restarted TiCDC table sink — rather than wait for the owner.
+func (r *Runner) supervise(ctx context.Context, run *running, rec *tidestreamv1.PipelineAssignment) {
+	backoff := startBackoff
+	for {
+		p, err := r.open(ctx, rec)
+		if err == nil {
+			r.mu.Lock()
+			run.p, run.err = p, nil
+			r.mu.Unlock()
+			err = r.runPipeline(ctx, rec, p)
+			if ctx.Err() != nil || err == nil || errors.Is(err, pipeline.ErrFenced) || !Restartable(err) {
+				return
+			}
+			from := p.Status().Checkpoint
+			if from > rec.GetStartTs() {
+				backoff = startBackoff // it got somewhere since the last start
+			}
+			rec = proto.CloneOf(rec)
+			rec.StartTs = from
+			r.log.Warn("pipeline failed; restarting it from its checkpoint", "changefeed", rec.GetChangefeedId(),
+				"pipeline", rec.GetPipelineId(), "checkpoint", from, "backoff", backoff, "err", err)
+		} else {
+			r.log.Warn("pipeline could not start; retrying", "changefeed", rec.GetChangefeedId(),
+				"pipeline", rec.GetPipelineId(), "backoff", backoff, "err", err)
+		}
+		r.mu.Lock()
+		run.err = err
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxStartBackoff)
+	}
+}
+
+// Restartable tells whether a pipeline that ended with err may start again
+// from its checkpoint under the same epoch: not when the encoder said the
+// failure is fatal (an undecodable row, a schema the registry refused) nor
+// when Kafka's is (credentials, ACLs, a record over the limit).
+func Restartable(err error) bool {
+	switch contract.Classify(err) {
+	case contract.Fatal, contract.Fenced:
+		return false
+	case contract.Restart:
+		// Not a stream status: Kafka's, or local.
+		return kafka.Classify(err) != kafka.Fatal
+	}
+	return true
 }
 
 // Pacing of a pipeline's start attempts.
@@ -276,14 +320,15 @@ func (r *Runner) open(ctx context.Context, rec *tidestreamv1.PipelineAssignment)
 	return p, nil
 }
 
-func (r *Runner) runPipeline(ctx context.Context, rec *tidestreamv1.PipelineAssignment, p *pipeline.Pipeline) {
+func (r *Runner) runPipeline(ctx context.Context, rec *tidestreamv1.PipelineAssignment, p *pipeline.Pipeline) error {
 	defer r.unsink(rec.GetNamespace(), rec.GetChangefeedId())
 	err := p.Run(ctx)
 	if errors.Is(err, pipeline.ErrFenced) {
 		r.log.Info("pipeline fenced by a newer epoch; stopped", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId())
-	} else if err != nil {
-		r.log.Warn("pipeline failed; waiting for the owner to restart it", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
+	} else if err != nil && ctx.Err() == nil && !Restartable(err) {
+		r.log.Warn("pipeline failed; waiting for the owner", "changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "err", err)
 	}
+	return err
 }
 
 func (r *Runner) stop(key string, run *running) {
@@ -365,10 +410,15 @@ func (r *Runner) writeProgress(ctx context.Context) {
 		st := &tidestreamv1.PipelineStatus{Epoch: run.a.Record.GetEpoch(), ProducerMember: r.cfg.Member}
 		var err error
 		if run.p != nil {
+			// Between a failure and the restart, the failed pipeline's
+			// checkpoint: acks of what it had in flight still count.
 			s := run.p.Status()
 			st.CheckpointTs, st.ResolvedTs, err = s.Checkpoint, s.Resolved, s.Err
 		} else {
-			st.CheckpointTs, st.ResolvedTs, err = run.a.Record.GetStartTs(), run.a.Record.GetStartTs(), run.err
+			st.CheckpointTs, st.ResolvedTs = run.a.Record.GetStartTs(), run.a.Record.GetStartTs()
+		}
+		if run.err != nil {
+			err = run.err // why it is not running now
 		}
 		if err != nil {
 			st.Error = &tidestreamv1.RunningError{Time: timestamppb.Now(), Addr: r.cfg.Addr, Message: err.Error()}

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tidestream/tidestream/producer/kafka"
 	"github.com/tidestream/tidestream/producer/pipeline"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
@@ -31,12 +33,14 @@ type encoder struct {
 	open  map[int64]int // open streams by pipeline
 	ended chan int64
 	acks  map[int64]uint64
+	froms []uint64 // from_ts of every subscription
 }
 
 func (e *encoder) Subscribe(req *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.EncodedBatch]) error {
 	id := req.GetPipelineId()
 	e.mu.Lock()
 	e.open[id]++
+	e.froms = append(e.froms, req.GetFromTs())
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
@@ -269,4 +273,74 @@ func TestPipelineRetriesItsStart(t *testing.T) {
 	enc.mu.Lock()
 	defer enc.mu.Unlock()
 	require.Equal(t, 1, enc.open[4], "one stream, at epoch 1")
+}
+
+// failSink fails the records of one commit ts with err, acks the rest.
+type failSink struct {
+	ts  uint64
+	err error
+}
+
+func (s failSink) Produce(_ context.Context, rec *tidestreamv1.EncodedRecord, done func(error)) error {
+	if rec.GetCommitTs() == s.ts {
+		done(s.err)
+	} else {
+		done(nil)
+	}
+	return nil
+}
+
+// A record Kafka failed after the client's own retries restarts the
+// pipeline here, from its checkpoint and at the same epoch, the failure
+// its error until it runs again; a failure no retry fixes (a record over
+// the broker's limit) leaves it failed for the owner, its error kept.
+func TestFailedPipelineRestartsFromItsCheckpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		restart bool
+	}{
+		{"retryable", &kafka.BrokerError{Topic: "t", Err: kerr.NotLeaderForPartition}, true},
+		{"fatal", &kafka.BrokerError{Topic: "t", Err: kerr.MessageTooLarge}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sinks atomic.Int32
+			enc, st, addr, _ := setupWith(t, func(c *Config) {
+				c.Sink = func(context.Context, string, string) (pipeline.Sink, func(), error) {
+					if sinks.Add(1) == 1 {
+						return failSink{ts: 1010, err: tc.err}, nil, nil
+					}
+					return ackSink{}, nil, nil
+				}
+			})
+			a := assignment(5, 1, addr)
+			st.assign(a)
+			var failedAt uint64
+			require.Eventually(t, func() bool {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				failedAt = st.progress[a.Key].GetCheckpointTs()
+				return strings.Contains(st.progress[a.Key].GetError().GetMessage(), "commit ts 1010")
+			}, 10*time.Second, time.Millisecond, "the failure is the pipeline's error")
+			require.Equal(t, uint64(1009), failedAt, "the checkpoint stops below the failed record")
+			if !tc.restart {
+				time.Sleep(300 * time.Millisecond) // longer than the first restart backoff
+				enc.mu.Lock()
+				defer enc.mu.Unlock()
+				require.Equal(t, []uint64{1000}, enc.froms, "not restarted")
+				require.Equal(t, uint64(1009), st.checkpoint(a.Key))
+				return
+			}
+			require.Eventually(t, func() bool { return st.checkpoint(a.Key) > 1020 }, 10*time.Second, 5*time.Millisecond)
+			require.Eventually(t, func() bool {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				return st.progress[a.Key].GetError() == nil
+			}, 10*time.Second, 5*time.Millisecond, "cleared once it runs again")
+			enc.mu.Lock()
+			defer enc.mu.Unlock()
+			require.Equal(t, []uint64{1000, 1009}, enc.froms, "restarted once, from the checkpoint")
+			require.Equal(t, uint64(1), st.progress[a.Key].GetEpoch(), "same epoch")
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -48,16 +49,29 @@ type producerRole struct {
 
 func newProducerRole(n *Node) (Role, error) {
 	log := logging.Component(n.log, "producer")
-	st := store.New(n.etcd, n.keys)
-	member := n.cfg.MemberID
 	var self string
 	if n.hasRole(RoleEncoder) {
 		self = n.advert
 	}
 	conns := &encoderConns{self: self}
-	r, err := runner.New(runner.Config{
+	r, err := runner.New(producerRunnerConfig(store.New(n.etcd, n.keys), n.cfg.MemberID, n.advert, n.cfg.Producer.ProgressInterval, conns.get, log))
+	if err != nil {
+		return nil, err
+	}
+	return &producerRole{r: r, conns: conns}, nil
+}
+
+// producerRunnerConfig is the runner configuration of the producer role:
+// assignments watched and progress written, fenced, through st; Kafka
+// sinks built from each changefeed's sink; encoders dialled by encoder;
+// progress written every interval.
+//
+// Tests build it too, to run the real watch and fence against a real etcd
+// with their own Sink and Encoder.
+func producerRunnerConfig(st *store.Store, member, advert string, interval time.Duration, encoder func(addr string) (tidestreamv1.EncoderServiceClient, error), log *slog.Logger) runner.Config {
+	return runner.Config{
 		Member: member,
-		Addr:   n.advert,
+		Addr:   advert,
 		Watch: func(ctx context.Context, reset func(), fn func([]runner.Update)) error {
 			as, rev, err := st.Assignments(ctx, member)
 			if err != nil {
@@ -107,7 +121,7 @@ func newProducerRole(n *Node) (Role, error) {
 				return nil, nil, err
 			}
 			if c.Info.GetKafka().GetClientId() == "" {
-				kc.ClientID = kafka.TiCDCClientID(n.advert, ns, cf)
+				kc.ClientID = kafka.TiCDCClientID(advert, ns, cf)
 			}
 			kc.Logger = log.With("changefeed", cf)
 			p, err := kafka.New(kc)
@@ -123,14 +137,10 @@ func newProducerRole(n *Node) (Role, error) {
 			}
 			return p, p.Close, nil
 		},
-		Encoder:  conns.get,
-		Interval: n.cfg.Producer.ProgressInterval,
+		Encoder:  encoder,
+		Interval: interval,
 		Logger:   log,
-	})
-	if err != nil {
-		return nil, err
 	}
-	return &producerRole{r: r, conns: conns}, nil
 }
 
 func fromStore(a *store.Assignment) *runner.Assignment {
