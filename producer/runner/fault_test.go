@@ -264,7 +264,9 @@ func runFaults(t *testing.T, maxRetry int32, outage time.Duration, restart bool)
 			}
 			return p, p.Close, nil
 		},
-		Encoder:  func(string) (tidestreamv1.EncoderServiceClient, error) { return tidestreamv1.NewEncoderServiceClient(cc), nil },
+		Encoder: func(string) (tidestreamv1.EncoderServiceClient, error) {
+			return tidestreamv1.NewEncoderServiceClient(cc), nil
+		},
 		Interval: 50 * time.Millisecond,
 	})
 	require.NoError(t, err)
