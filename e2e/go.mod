@@ -18,6 +18,7 @@ require (
 	github.com/tidestream/tidestream/puller v0.0.0-00010101000000-000000000000
 	github.com/tidestream/tidestream/services v0.0.0-00010101000000-000000000000
 	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kadm v1.19.0
 	github.com/twmb/franz-go/pkg/sr v1.8.0
 	go.etcd.io/etcd/client/v3 v3.6.16
 	google.golang.org/grpc v1.83.2

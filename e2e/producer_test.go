@@ -24,10 +24,11 @@ import (
 	"github.com/tidestream/tidestream/services/devstack"
 )
 
-// startDevstack runs devstack's Kafka and registry in the test process.
-func startDevstack(t *testing.T) devstack.Addrs {
+// startDevstack runs devstack's Kafka and registry, configured by cfg, in
+// the test process.
+func startDevstack(t *testing.T, cfg devstack.Config) devstack.Addrs {
 	t.Helper()
-	s, err := devstack.New(devstack.DefaultConfig(), nil)
+	s, err := devstack.New(cfg, nil)
 	require.NoError(t, err)
 	addrs, err := s.Listen()
 	require.NoError(t, err)
@@ -52,7 +53,7 @@ func startDevstack(t *testing.T) devstack.Addrs {
 func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
 	pg := startPlayground(t)
 	etcd := harness.StartEtcd(t)
-	dev := startDevstack(t)
+	dev := startDevstack(t, devstack.DefaultConfig())
 	_, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
 		Args: func(addrs []string) []string {
 			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", t.TempDir(),
@@ -201,13 +202,17 @@ func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
 }
 
 // avroConsumerScript reads count records with Confluent's AvroConsumer and
-// prints each as a JSON line.
+// prints each as a JSON line. An optional fifth argument, a JSON object, is
+// merged into the consumer's configuration (security settings).
 const avroConsumerScript = `
 import json, sys
 from confluent_kafka.avro import AvroConsumer
 brokers, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-c = AvroConsumer({"bootstrap.servers": brokers, "group.id": "e2e-python", "auto.offset.reset": "earliest",
-                  "schema.registry.url": registry})
+conf = {"bootstrap.servers": brokers, "group.id": "e2e-python", "auto.offset.reset": "earliest",
+        "schema.registry.url": registry}
+if len(sys.argv) > 5:
+    conf.update(json.loads(sys.argv[5]))
+c = AvroConsumer(conf)
 c.subscribe([topic])
 seen = 0
 while seen < count:

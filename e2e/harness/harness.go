@@ -70,14 +70,17 @@ type Proc struct {
 // the test's temp dir, and registers a cleanup that stops it.
 func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	t.Helper()
-	p, err := start(t, name, bin, args...)
+	p, err := start(t, name, nil, bin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func start(t testing.TB, name, bin string, args ...string) (*Proc, error) {
+// start is Start returning its error; env, "KEY=value" entries, is added
+// to the test process's environment, a later entry winning over the
+// inherited one.
+func start(t testing.TB, name string, env []string, bin string, args ...string) (*Proc, error) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -85,6 +88,9 @@ func start(t testing.TB, name, bin string, args ...string) (*Proc, error) {
 		return nil, fmt.Errorf("%s: log file: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a kill reaches only what this test started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -115,6 +121,11 @@ type Launch struct {
 	// Args is the command line on the picked addresses. It is called once
 	// per attempt, so a data dir it makes with t.TempDir is fresh each time.
 	Args func(addrs []string) []string
+	// Env is added to the environment the process inherits from the
+	// test, as "KEY=value" entries; an entry overrides an inherited
+	// variable of the same name (SSL_CERT_FILE, to make a test CA one of
+	// Go's system roots). Nil inherits the environment unchanged.
+	Env []string
 	// Ready waits until the process serves (Serving, Await, AwaitServing)
 	// and returns an error if it exits first or does not serve in time.
 	Ready func(p *Proc, addrs []string) error
@@ -147,7 +158,7 @@ func startOnFreePorts(t testing.TB, l Launch) (*Proc, []string, error) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addrs := FreeAddrs(t, l.Addrs)
-		p, err := start(t, l.Name, l.Bin, l.Args(addrs)...)
+		p, err := start(t, l.Name, l.Env, l.Bin, l.Args(addrs)...)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -229,6 +229,32 @@ func TestLaunchReportsATakenPort(t *testing.T) {
 	})
 }
 
+// Launch.Env reaches the process and wins over the variable it inherits:
+// the fake records its run in the file Env names, not in the one the test
+// process's environment names.
+func TestLaunchEnv(t *testing.T) {
+	l, inherited := fake(t, "listen")
+	file := filepath.Join(t.TempDir(), "runs-from-env")
+	l.Env = []string{fakeRunsEnv + "=" + file}
+	p, addrs, err := startOnFreePorts(t, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("the run was not recorded where Env says: %v", err)
+	}
+	if got, want := strings.TrimSpace(string(b)), strings.Join(addrs, " "); got != want {
+		t.Fatalf("recorded %q, want %q", got, want)
+	}
+	if _, err := os.Stat(os.Getenv(fakeRunsEnv)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the inherited %s was used too (stat: %v); runs %q", fakeRunsEnv, err, inherited())
+	}
+}
+
 // StartOnFreePorts retries a taken port on fresh addresses and a fresh
 // command line, and retries nothing else.
 func TestStartOnFreePortsRetriesOnlyATakenPort(t *testing.T) {

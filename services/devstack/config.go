@@ -56,6 +56,9 @@ type Config struct {
 	// DataDir enables kfake's persistence: topics, records, consumer
 	// group offsets, producer ids and SASL users are written there and
 	// reloaded on the next start. Empty keeps everything in memory.
+	// Reloaded SASL users win over SASLUsers in kfake, while devstack's
+	// answer to a bad PLAIN login judges by SASLUsers (rejectBadPlain):
+	// keep them the same across restarts.
 	DataDir string
 	// RegistryPort is the Schema Registry's port; 0 picks a free one.
 	RegistryPort int

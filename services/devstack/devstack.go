@@ -93,6 +93,12 @@ func (s *Stack) listenLocked() (Addrs, error) {
 	if err != nil {
 		return Addrs{}, fmt.Errorf("devstack: starting kfake: %w", err)
 	}
+	if len(s.cfg.SASLUsers) > 0 {
+		if err := s.speakSASLLikeKafka(cluster); err != nil {
+			cluster.Close()
+			return Addrs{}, fmt.Errorf("devstack: %w", err)
+		}
+	}
 	lis, err := net.Listen("tcp", net.JoinHostPort(loopback, strconv.Itoa(s.cfg.RegistryPort)))
 	if err != nil {
 		cluster.Close()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -168,6 +169,18 @@ func TestSASLPlainOverTLS(t *testing.T) {
 	require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("v")}).FirstErr())
 	require.Equal(t, 3, partitions(t, producer, topic), "auto-created with the default partitions")
 
+	// SaslHandshake is advertised from version 0, as by Apache Kafka:
+	// librdkafka turns SASL on only then. The other keys are kfake's.
+	av, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, producer)
+	require.NoError(t, err)
+	versions := map[int16][2]int16{}
+	for _, k := range av.ApiKeys {
+		versions[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
+	}
+	require.Equal(t, [2]int16{0, 1}, versions[int16(kmsg.SASLHandshake)])
+	require.Equal(t, [2]int16{0, 2}, versions[int16(kmsg.SASLAuthenticate)])
+	require.Contains(t, versions, int16(kmsg.Produce))
+
 	rec := consumeOne(t, topic, plainAlice...)
 	require.Equal(t, "k", string(rec.Key))
 	require.Equal(t, "v", string(rec.Value))
@@ -178,12 +191,17 @@ func TestSASLPlainOverTLS(t *testing.T) {
 	require.NoError(t, scramBob.Ping(ctx))
 	require.Equal(t, 3, partitions(t, scramBob, topic))
 
-	// A wrong password does not.
-	wrong := newClient(t, kgo.SeedBrokers(addrs.Kafka...), kgo.DialTLSConfig(tlsCfg),
-		kgo.SASL(plain.Auth{User: "alice", Pass: "nope"}.AsMechanism()))
-	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer pcancel()
-	require.Error(t, wrong.Ping(pctx))
+	// A wrong password, or a user that is not configured, does not, and
+	// the client hears why as from Apache Kafka instead of an EOF.
+	for _, auth := range []plain.Auth{{User: "alice", Pass: "nope"}, {User: "mallory", Pass: "hunter2"}} {
+		wrong := newClient(t, kgo.SeedBrokers(addrs.Kafka...), kgo.DialTLSConfig(tlsCfg),
+			kgo.SASL(auth.AsMechanism()))
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := wrong.Ping(pctx)
+		pcancel()
+		require.ErrorIs(t, err, kerr.SaslAuthenticationFailed, "user %s", auth.User)
+		require.ErrorContains(t, err, "Authentication failed: Invalid username or password", "user %s", auth.User)
+	}
 
 	// The registry is served with basic auth.
 	hc := &http.Client{}

@@ -7,8 +7,10 @@
 // It is responsible for: turning a validated Config into kfake options
 // (broker count and ports, default partitions for auto-created topics,
 // SASL PLAIN and SCRAM users, TLS, kfake's own on-disk persistence),
-// serving the registry over HTTP, reporting the bound addresses before
-// serving, and stopping both when Run's context ends.
+// answering SASL as Kafka does where kfake's answer differs visibly to
+// clients (a wrong PLAIN password, SaslHandshake v0 for librdkafka; see
+// sasl.go), serving the registry over HTTP, reporting the bound addresses
+// before serving, and stopping both when Run's context ends.
 //
 // It is not responsible for: anything but 127.0.0.1 (kfake binds loopback
 // only, and so does the registry), TLS or persistence for the registry
