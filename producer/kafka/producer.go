@@ -38,13 +38,15 @@ type Producer struct {
 
 	closed atomic.Bool
 
-	// Stall watch: records in flight over the whole producer, when they
-	// last made progress (an ack, or the first record after none were in
-	// flight), and the last error a broker connection saw.
-	inflight   atomic.Int64
-	progressAt atomic.Int64 // unix nanoseconds
+	// Stall watch. The hot path only counts acknowledgements; Stalled,
+	// polled by the pipelines every progress interval, notes when the
+	// count last moved (or nothing was buffered) and compares.
+	acked      atomic.Uint64
 	connErr    atomic.Pointer[error]
 	stallAfter time.Duration
+	stallMu    sync.Mutex
+	seenAcked  uint64
+	movedAt    time.Time
 }
 
 // New validates cfg and builds the franz-go client. It does no I/O: call
@@ -145,18 +147,14 @@ func (p *Producer) Produce(ctx context.Context, rec *tidestreamv1.EncodedRecord,
 			continue
 		}
 		st.inflight.Add(1)
-		if p.inflight.Add(1) == 1 {
-			p.progressAt.Store(time.Now().UnixNano())
-		}
 		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
 			// Promise: record and signal only (STYLE §5).
 			if err != nil {
 				st.stale.Store(true)
 				err = &BrokerError{Topic: r.Topic, Partition: r.Partition, Err: err}
 			} else {
-				p.progressAt.Store(time.Now().UnixNano())
+				p.acked.Add(1)
 			}
-			p.inflight.Add(-1)
 			st.inflight.Add(-1)
 			onAck(err)
 		})
@@ -171,7 +169,7 @@ func (p *Producer) Produce(ctx context.Context, rec *tidestreamv1.EncodedRecord,
 // nothing else). It wraps the last error a broker connection saw, if any.
 type StallError struct {
 	For      time.Duration
-	InFlight int64
+	InFlight int64 // records the client holds
 	Err      error // last connection error; nil if none was seen
 }
 
@@ -187,13 +185,20 @@ func (e *StallError) Unwrap() error { return e.Err }
 
 // Stalled returns a *StallError while records wait on Kafka and none has
 // been acknowledged for Config.StallAfter, nil otherwise. Pipelines report
-// it as their error so that an outage shows while it lasts.
+// it as their error so that an outage shows while it lasts. It is meant to
+// be polled (every progress interval): a stall is measured from the last
+// call that saw an acknowledgement or an empty buffer.
 func (p *Producer) Stalled() error {
-	n := p.inflight.Load()
-	if n <= 0 {
+	n := p.cl.BufferedProduceRecords()
+	acked := p.acked.Load()
+	now := time.Now()
+	p.stallMu.Lock()
+	defer p.stallMu.Unlock()
+	if n == 0 || acked != p.seenAcked || p.movedAt.IsZero() {
+		p.seenAcked, p.movedAt = acked, now
 		return nil
 	}
-	waited := time.Since(time.Unix(0, p.progressAt.Load()))
+	waited := now.Sub(p.movedAt)
 	if waited < p.stallAfter {
 		return nil
 	}
