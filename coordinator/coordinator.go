@@ -19,6 +19,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/control"
 	"github.com/tidestream/tidestream/coordinator/member"
 	"github.com/tidestream/tidestream/coordinator/owner"
+	"github.com/tidestream/tidestream/coordinator/scheduler"
 	"github.com/tidestream/tidestream/coordinator/store"
 	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
@@ -46,6 +47,12 @@ type Config struct {
 	// IneligibleTables reads an upstream's schema for the table
 	// eligibility check at create.
 	IneligibleTables control.IneligibleTableLister
+	// PipelineTables reads the tables a changefeed replicates, for the
+	// owner's placement of its pipelines.
+	PipelineTables scheduler.TableLister
+	// ScheduleInterval paces the owner's placement and progress rounds
+	// (scheduler.DefaultInterval when 0).
+	ScheduleInterval time.Duration
 	// DefaultPDAddrs is the upstream for changefeeds created without --pd.
 	DefaultPDAddrs []string
 	Logger         *slog.Logger
@@ -78,6 +85,10 @@ func (c *Config) Validate() error {
 		return errors.New("coordinator: OpenUpstream must be set")
 	case c.IneligibleTables == nil:
 		return errors.New("coordinator: IneligibleTables must be set")
+	case c.PipelineTables == nil:
+		return errors.New("coordinator: PipelineTables must be set")
+	case c.ScheduleInterval < 0:
+		return fmt.Errorf("coordinator: schedule interval must not be negative, got %s", c.ScheduleInterval)
 	case c.GCTTL < 5*time.Minute:
 		return fmt.Errorf("coordinator: gc-ttl must be at least 5m, got %s", c.GCTTL)
 	case c.GCInterval <= 0 || c.GCInterval >= c.GCTTL:
@@ -193,10 +204,24 @@ func (c *Coordinator) Run(ctx context.Context, reg *member.Registration) error {
 	return g.Wait()
 }
 
-// ownerDuty runs while this coordinator is the owner.
+// ownerDuty runs while this coordinator is the owner: the pipeline
+// scheduler, and the tick that keeps GC safepoints and finishes changefeeds.
 func (c *Coordinator) ownerDuty(ctx context.Context, fence store.Fence) error {
 	c.isOwner.Store(true)
 	defer c.isOwner.Store(false)
+	sched, err := scheduler.New(scheduler.Config{Store: c.store, Tables: c.cfg.PipelineTables, Interval: c.cfg.ScheduleInterval, Logger: c.log})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sched.Run(gctx, fence) })
+	g.Go(func() error { return c.tickLoop(gctx, fence) })
+	return g.Wait()
+}
+
+// tickLoop refreshes GC safepoints and finishes changefeeds every
+// GCInterval.
+func (c *Coordinator) tickLoop(ctx context.Context, fence store.Fence) error {
 	ups := map[string]control.Upstream{}
 	defer func() {
 		for _, u := range ups {

@@ -14,6 +14,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/control"
 	"github.com/tidestream/tidestream/coordinator/internal/etcdtest"
 	"github.com/tidestream/tidestream/coordinator/member"
+	"github.com/tidestream/tidestream/coordinator/scheduler"
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/coordinator/upstream/pdfake"
@@ -29,6 +30,12 @@ func openUpstream(ctx context.Context, addrs []string) (control.Upstream, error)
 // noIneligibleTables stands in for the schema read: pdfake has no TiKV, and
 // these tests are about ownership, not the create-time table check.
 func noIneligibleTables(context.Context, []string, uint64, control.TableFilter) ([]control.TableName, error) {
+	return nil, nil
+}
+
+// noTables stands in for the owner's table read: no changefeed here has
+// tables, so nothing is placed.
+func noTables(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
 	return nil, nil
 }
 
@@ -52,6 +59,7 @@ func startCoordinatorOn(t *testing.T, cli *clientv3.Client, id string) *running 
 	cfg.GCInterval = 100 * time.Millisecond
 	cfg.OpenUpstream = openUpstream
 	cfg.IneligibleTables = noIneligibleTables
+	cfg.PipelineTables = noTables
 	c, err := coordinator.New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -151,13 +151,6 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 		return "kafka://" + brokers + "/ticdc-meta?protocol=avro&replication-factor=3&enable-tls=true&auto-create-topic=true" +
 			"&sasl-mechanism=plain&sasl-user=" + user + "&sasl-password=" + url.QueryEscape(pass) + "&partition-num=4"
 	}
-	for id, pass := range map[string]string{"good": password, "bad": wrong} {
-		r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
-			"--server=http://"+srvAddr, "--sink-uri="+sinkURI(pass),
-			"--schema-registry="+dev.Registry, "--changefeed-id="+id, "--config", conf)
-		require.Equal(t, 0, r.ExitCode, "create %s: stderr: %s", id, r.Stderr)
-	}
-
 	conn, err := pg.db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
@@ -167,26 +160,25 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	}
 	sql("CREATE DATABASE sasl")
 	sql("CREATE TABLE sasl.t (id BIGINT PRIMARY KEY, v VARCHAR(20))")
-	span := recordSpan(ctx, t, pg.db, "sasl", "t")
-	start := currentTS(ctx, t, conn)
+	var tableID int64
+	require.NoError(t, pg.db.QueryRowContext(ctx,
+		"SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = 'sasl' AND table_name = 't'").Scan(&tableID))
 
-	// The owner's writes, by hand: one pipeline of each changefeed on
-	// this server's stages.
+	for id, pass := range map[string]string{"good": password, "bad": wrong} {
+		r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
+			"--server=http://"+srvAddr, "--sink-uri="+sinkURI(pass),
+			"--schema-registry="+dev.Registry, "--changefeed-id="+id, "--config", conf)
+		require.Equal(t, 0, r.ExitCode, "create %s: stderr: %s", id, r.Stderr)
+	}
+
+	// The owner places each changefeed's pipeline of the table (its id is
+	// the table's) on this server.
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
 	require.NoError(t, err)
 	defer cli.Close()
 	keys, err := store.NewKeys("default")
 	require.NoError(t, err)
-	pipelines := map[string]int64{"good": 1, "bad": 2}
-	for cf, id := range pipelines {
-		a := &tidestreamv1.PipelineAssignment{Namespace: "default", ChangefeedId: cf, PipelineId: id, Epoch: 1, StartTs: start,
-			Spans: []*tidestreamv1.Span{span}, ProducerMember: "srv", SchemaName: "sasl", TableName: "t",
-			Route: &tidestreamv1.Route{PullerAddr: srvAddr, SorterAddr: srvAddr, EncoderAddr: srvAddr, PdAddrs: []string{pg.pdAddr}}}
-		b, err := protojson.Marshal(a)
-		require.NoError(t, err)
-		_, err = cli.Put(ctx, keys.Assignment("srv", "default", cf, id), string(b))
-		require.NoError(t, err)
-	}
+	pipelines := map[string]int64{"good": tableID, "bad": tableID}
 	progress := func(cf string) (*tidestreamv1.PipelineStatus, error) {
 		resp, err := cli.Get(ctx, keys.Progress("default", cf, pipelines[cf]))
 		if err != nil {
@@ -230,7 +222,20 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	})
 	bad, err := progress("bad")
 	require.NoError(t, err)
-	require.Equal(t, start, bad.GetCheckpointTs(), "the bad pipeline never started, so it is still at its start")
+	badCf, err := store.New(cli, keys).Get(ctx, "default", "bad")
+	require.NoError(t, err)
+	require.Equal(t, badCf.Status.GetCheckpointTs(), bad.GetCheckpointTs(), "the bad pipeline never started, so it is still at its start")
+	// The owner shows it as the changefeed's warning.
+	harness.Eventually(t, 30*time.Second, "bad changefeed warning with the broker's message", func() error {
+		cf, err := store.New(cli, keys).Get(ctx, "default", "bad")
+		if err != nil {
+			return err
+		}
+		if cf.Status.GetState() != tidestreamv1.ChangefeedState_CHANGEFEED_STATE_WARNING || !strings.Contains(cf.Status.GetError().GetMessage(), brokerMessage) {
+			return fmt.Errorf("changefeed %s: %q", cf.Status.GetState(), cf.Status.GetError().GetMessage())
+		}
+		return nil
+	})
 	require.NotContains(t, bad.GetError().GetMessage(), wrong, "the password stays out of the progress record")
 	t.Logf("bad pipeline's error: %s", bad.GetError().GetMessage())
 

@@ -16,11 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/e2e/harness"
-	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/services/devstack"
 )
 
@@ -42,37 +40,34 @@ func startDevstack(t *testing.T, cfg devstack.Config) devstack.Addrs {
 	return addrs
 }
 
-// TestProducerWritesAssignedPipelineToKafka is the whole chain in one `cdc
-// server` (puller, sorter, encoder, producer) against the playground and
-// devstack. An assignment written into etcd as the owner will write it
-// makes the producer pull the pipeline from the encoder and produce it:
-// every row arrives in the table's topic with the registry's schema, a
-// delete as a tombstone, each key's versions in order on one partition; the
-// pipeline's progress record reaches the last write's ts only once Kafka
-// holds it all. Confluent's Python AvroConsumer reads the topic too.
-func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
+// TestServerReplicatesAndResumesAfterKill9 is the user's path on one `cdc
+// server` (every role; the owner places the pipelines) against the
+// playground and devstack: a changefeed over a table that exists at its
+// start ts replicates every row into the table's topic with the registry's
+// schema, a delete as a tombstone, each key's versions in order on one
+// partition, and its checkpoint reaches the last write only once Kafka
+// holds it all. Confluent's Python AvroConsumer reads the topic too. Then
+// the server is killed with -9, rows are written while it is down, and the
+// restarted server resumes from the checkpoint: nothing is lost.
+func TestServerReplicatesAndResumesAfterKill9(t *testing.T) {
 	pg := startPlayground(t)
 	etcd := harness.StartEtcd(t)
 	dev := startDevstack(t, devstack.DefaultConfig())
-	_, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
-		Args: func(addrs []string) []string {
-			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", t.TempDir(),
-				"--etcd", etcd.Endpoint, "--member-id", "srv", "--pd", "http://" + pg.pdAddr,
-				"--producer-progress-interval", "100ms", "--log-level", "debug"}
-		},
-		Ready: harness.Serving(60 * time.Second),
-	})
-	srvAddr := addrs[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	dataDir := t.TempDir()
+	startServer := func() (*harness.Proc, string) {
+		proc, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
+			Args: func(addrs []string) []string {
+				return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", dataDir,
+					"--etcd", etcd.Endpoint, "--member-id", "srv", "--pd", "http://" + pg.pdAddr,
+					"--producer-progress-interval", "100ms", "--log-level", "debug"}
+			},
+			Ready: harness.Serving(60 * time.Second),
+		})
+		return proc, addrs[0]
+	}
+	srv, srvAddr := startServer()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-
-	conf := filepath.Join(t.TempDir(), "changefeed.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(changefeedConf), 0o600))
-	brokers := strings.Join(dev.Kafka, ",")
-	r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
-		"--server=http://"+srvAddr, "--sink-uri=kafka://"+brokers+"/meta?protocol=avro&auto-create-topic=true&partition-num=3&replication-factor=1",
-		"--schema-registry="+dev.Registry, "--changefeed-id=prod", "--config", conf)
-	require.Equal(t, 0, r.ExitCode, "stderr: %s", r.Stderr)
 
 	conn, err := pg.db.Conn(ctx)
 	require.NoError(t, err)
@@ -83,22 +78,38 @@ func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
 	}
 	sql("CREATE DATABASE p")
 	sql("CREATE TABLE p.t (id BIGINT PRIMARY KEY, v VARCHAR(20))")
-	span := recordSpan(ctx, t, pg.db, "p", "t")
-	start := currentTS(ctx, t, conn)
 
-	// The owner's write, by hand: the pipeline on this server's stages.
+	conf := filepath.Join(t.TempDir(), "changefeed.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(changefeedConf), 0o600))
+	brokers := strings.Join(dev.Kafka, ",")
+	r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
+		"--server=http://"+srvAddr, "--sink-uri=kafka://"+brokers+"/meta?protocol=avro&auto-create-topic=true&partition-num=3&replication-factor=1",
+		"--schema-registry="+dev.Registry, "--changefeed-id=prod", "--config", conf)
+	require.Equal(t, 0, r.ExitCode, "stderr: %s", r.Stderr)
+
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
 	require.NoError(t, err)
 	defer cli.Close()
 	keys, err := store.NewKeys("default")
 	require.NoError(t, err)
-	a := &tidestreamv1.PipelineAssignment{Namespace: "default", ChangefeedId: "prod", PipelineId: 1, Epoch: 1, StartTs: start,
-		Spans: []*tidestreamv1.Span{span}, ProducerMember: "srv", SchemaName: "p", TableName: "t",
-		Route: &tidestreamv1.Route{PullerAddr: srvAddr, SorterAddr: srvAddr, EncoderAddr: srvAddr, PdAddrs: []string{pg.pdAddr}}}
-	b, err := protojson.Marshal(a)
-	require.NoError(t, err)
-	_, err = cli.Put(ctx, keys.Assignment("srv", "default", "prod", 1), string(b))
-	require.NoError(t, err)
+	st := store.New(cli, keys)
+	// The changefeed checkpoint reaches ts only once Kafka holds every
+	// row up to it.
+	awaitCheckpoint := func(ts uint64) {
+		harness.Eventually(t, 90*time.Second, "changefeed checkpoint past the last write", func() error {
+			cf, err := st.Get(ctx, "default", "prod")
+			if err != nil {
+				return err
+			}
+			if e := cf.Status.GetError(); e != nil {
+				t.Logf("changefeed %s: %s", cf.Status.GetState(), e.GetMessage())
+			}
+			if cf.Status.GetCheckpointTs() < ts {
+				return fmt.Errorf("checkpoint %d < %d", cf.Status.GetCheckpointTs(), ts)
+			}
+			return nil
+		})
+	}
 
 	const n = 60
 	for i := range n {
@@ -109,60 +120,55 @@ func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
 		sql("UPDATE p.t SET v = 'v1', c = ? WHERE id = ?", i, i)
 	}
 	sql("DELETE FROM p.t WHERE id = 0")
-	until := currentTS(ctx, t, conn)
+	awaitCheckpoint(currentTS(ctx, t, conn))
 
-	// The checkpoint reaches the last write only once Kafka has it all.
-	harness.Eventually(t, 90*time.Second, "pipeline checkpoint past the last write", func() error {
-		resp, err := cli.Get(ctx, keys.Progress("default", "prod", 1))
-		if err != nil || len(resp.Kvs) == 0 {
-			return err
-		}
-		st := &tidestreamv1.PipelineStatus{}
-		if err := protojson.Unmarshal(resp.Kvs[0].Value, st); err != nil {
-			return err
-		}
-		if st.GetError() != nil {
-			t.Logf("pipeline error: %s", st.GetError().GetMessage())
-		}
-		if st.GetCheckpointTs() < until {
-			return fmt.Errorf("checkpoint %d < %d", st.GetCheckpointTs(), until)
-		}
-		return nil
-	})
-
-	// Read the topic back: everything the checkpoint covers is there.
-	kc, err := kgo.NewClient(kgo.SeedBrokers(dev.Kafka...), kgo.ConsumeTopics("tidb_p_t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	// The owner placed the table's pipeline on this server, under its
+	// table id, and its progress is there.
+	as, _, err := st.Assignments(ctx, "srv")
 	require.NoError(t, err)
-	defer kc.Close()
+	require.Len(t, as, 1)
+	require.Equal(t, "t", as[0].Record.GetTableName())
+	require.Equal(t, srvAddr, as[0].Record.GetRoute().GetEncoderAddr())
+
 	rc, err := sr.NewClient(sr.URLs(dev.Registry))
 	require.NoError(t, err)
 	decode := avroReader(ctx, t, rc)
-	want := n + n/2 + 1
 	type version struct {
 		value     map[string]any
 		partition int32
 	}
-	byKey := map[int64][]version{}
-	got := 0
-	for got < want {
-		fs := kc.PollFetches(ctx)
-		require.NoError(t, fs.Err0())
-		fs.EachRecord(func(r *kgo.Record) {
-			got++
-			id := decode(r.Key)["id"].(int64)
-			v := version{partition: r.Partition}
-			if r.Value != nil {
-				v.value = decode(r.Value)
+	// readTopic reads want records from the start and returns each key's
+	// versions in the order they arrived.
+	readTopic := func(want int) map[int64][]version {
+		kc, err := kgo.NewClient(kgo.SeedBrokers(dev.Kafka...), kgo.ConsumeTopics("tidb_p_t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		require.NoError(t, err)
+		defer kc.Close()
+		byKey := map[int64][]version{}
+		for got := 0; got < want; {
+			fs := kc.PollFetches(ctx)
+			require.NoError(t, fs.Err0())
+			fs.EachRecord(func(r *kgo.Record) {
+				got++
+				id := decode(r.Key)["id"].(int64)
+				v := version{partition: r.Partition}
+				if r.Value != nil {
+					v.value = decode(r.Value)
+				}
+				byKey[id] = append(byKey[id], v)
+			})
+		}
+		for id, vs := range byKey {
+			for _, v := range vs {
+				require.Equal(t, vs[0].partition, v.partition, "key %d on one partition", id)
 			}
-			byKey[id] = append(byKey[id], v)
-		})
+		}
+		return byKey
 	}
+	want := n + n/2 + 1
+	byKey := readTopic(want)
 	require.Len(t, byKey, n)
 	for id := range int64(n) {
 		vs := byKey[id]
-		for _, v := range vs {
-			require.Equal(t, vs[0].partition, v.partition, "key %d on one partition", id)
-		}
 		switch {
 		case id == 0:
 			require.Len(t, vs, 3)
@@ -199,6 +205,49 @@ func TestProducerWritesAssignedPipelineToKafka(t *testing.T) {
 	require.Equal(t, want, pyCount)
 	require.Equal(t, 1, pyTombstones)
 
+	// kill -9 under load; rows written while it is down arrive after the
+	// restart, which resumes from the checkpoint.
+	for i := n; i < n+10; i++ {
+		sql("INSERT INTO p.t (id, v) VALUES (?, 'v2')", i)
+	}
+	srv.Kill()
+	for i := n + 10; i < n+20; i++ {
+		sql("INSERT INTO p.t (id, v) VALUES (?, 'v2')", i)
+	}
+	sql("UPDATE p.t SET v = 'v3' WHERE id = 1")
+	until := currentTS(ctx, t, conn)
+	// The member id is free again once the killed process's lease expires.
+	harness.Eventually(t, 30*time.Second, "the killed server's member key expired", func() error {
+		resp, err := cli.Get(ctx, keys.Member("srv"))
+		if err != nil || len(resp.Kvs) > 0 {
+			return fmt.Errorf("member key still there (err %v)", err)
+		}
+		return nil
+	})
+	_, srvAddr = startServer()
+	awaitCheckpoint(until)
+	cf, err := st.Get(ctx, "default", "prod")
+	require.NoError(t, err)
+	require.Equal(t, "CHANGEFEED_STATE_NORMAL", cf.Status.GetState().String())
+
+	after := readTopic(want + 21)
+	for id := range int64(n + 20) {
+		vs := after[id]
+		require.NotEmpty(t, vs, "key %d lost", id)
+		last := vs[len(vs)-1]
+		switch {
+		case id == 0:
+			require.Nil(t, last.value)
+		case id == 1:
+			require.Equal(t, "v3", last.value["v"])
+		case id >= n:
+			require.Equal(t, "v2", last.value["v"])
+		}
+	}
+	as, _, err = st.Assignments(ctx, "srv")
+	require.NoError(t, err)
+	require.Len(t, as, 1)
+	require.Equal(t, srvAddr, as[0].Record.GetRoute().GetEncoderAddr(), "placed on the restarted server's address")
 }
 
 // avroConsumerScript reads count records with Confluent's AvroConsumer and

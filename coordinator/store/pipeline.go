@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -71,54 +72,14 @@ type Assignment struct {
 // so a pipeline is never assigned to two producers and the old producer's
 // next progress write fails its fence.
 func (s *Store) Assign(ctx context.Context, fence Fence, a *pb.PipelineAssignment, from string) error {
-	if !fence.active() {
-		return fmt.Errorf("store: assignment of pipeline %d without an owner fence", a.GetPipelineId())
-	}
-	if a.GetProducerMember() == "" || a.GetChangefeedId() == "" || a.GetEpoch() == 0 {
-		return fmt.Errorf("store: assignment of pipeline %d: producer member, changefeed and a positive epoch are required", a.GetPipelineId())
-	}
-	ns := a.GetNamespace()
-	if ns == "" {
-		ns = DefaultNamespace
-	}
-	b, err := marshal.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("store: encode assignment of pipeline %d: %w", a.GetPipelineId(), err)
-	}
-	ops := []clientv3.Op{clientv3.OpPut(s.keys.Assignment(a.GetProducerMember(), ns, a.GetChangefeedId(), a.GetPipelineId()), string(b))}
-	if from != "" && from != a.GetProducerMember() {
-		ops = append(ops, clientv3.OpDelete(s.keys.Assignment(from, ns, a.GetChangefeedId(), a.GetPipelineId())))
-	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
-		Then(ops...).
-		Commit()
-	if err != nil {
-		return etcdErr("assign pipeline", err)
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("store: assignment of pipeline %d refused, owner key %s lost: %w", a.GetPipelineId(), fence.Key, cdcerr.ErrNotOwner)
-	}
-	return nil
+	return s.ApplyAssignments(ctx, fence, []AssignmentOp{{Put: a, From: from}})
 }
 
 // Unassign deletes a pipeline's assignment (the pipeline stopped: its table
 // was dropped, or its changefeed paused or removed) under the owner's fence.
 func (s *Store) Unassign(ctx context.Context, fence Fence, member, namespace, changefeed string, pipeline int64) error {
-	if !fence.active() {
-		return fmt.Errorf("store: unassignment of pipeline %d without an owner fence", pipeline)
-	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
-		Then(clientv3.OpDelete(s.keys.Assignment(member, namespace, changefeed, pipeline))).
-		Commit()
-	if err != nil {
-		return etcdErr("unassign pipeline", err)
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("store: unassignment of pipeline %d refused, owner key %s lost: %w", pipeline, fence.Key, cdcerr.ErrNotOwner)
-	}
-	return nil
+	return s.ApplyAssignments(ctx, fence, []AssignmentOp{{Delete: &pb.PipelineAssignment{
+		ProducerMember: member, Namespace: namespace, ChangefeedId: changefeed, PipelineId: pipeline}}})
 }
 
 // Assignments lists the assignments of a producer member ("" for all) and
@@ -303,4 +264,136 @@ func (s *Store) PipelineProgress(ctx context.Context, namespace, changefeed stri
 		out[id] = st
 	}
 	return out, nil
+}
+
+// AssignmentOp is one change of the owner's placement: Put a record (From
+// as in Assign), or Delete the record of a pipeline that stopped.
+type AssignmentOp struct {
+	Put    *pb.PipelineAssignment
+	From   string
+	Delete *pb.PipelineAssignment
+}
+
+// assignOpsPerTxn keeps a transaction of assignment ops (a put and a
+// delete each at most) under etcd's default --max-txn-ops of 128.
+const assignOpsPerTxn = 60
+
+// ApplyAssignments makes ops under the owner's fence, in as few
+// transactions as etcd allows, in order. A placement of 10k pipelines is
+// then a few hundred writes, not 10k. It stops at the first transaction
+// that fails; what earlier ones wrote stays, which is safe: every record is
+// complete on its own, and the owner's next round plans from what is
+// there.
+func (s *Store) ApplyAssignments(ctx context.Context, fence Fence, ops []AssignmentOp) error {
+	if !fence.active() {
+		return fmt.Errorf("store: %d assignment changes without an owner fence", len(ops))
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), assignOpsPerTxn)
+		var txn []clientv3.Op
+		for _, op := range ops[:n] {
+			eops, err := s.assignmentOps(op)
+			if err != nil {
+				return err
+			}
+			txn = append(txn, eops...)
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
+			Then(txn...).
+			Commit()
+		if err != nil {
+			return etcdErr("apply assignments", err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("store: assignment changes refused, owner key %s lost: %w", fence.Key, cdcerr.ErrNotOwner)
+		}
+		ops = ops[n:]
+	}
+	return nil
+}
+
+func (s *Store) assignmentOps(op AssignmentOp) ([]clientv3.Op, error) {
+	if d := op.Delete; d != nil {
+		if op.Put != nil {
+			return nil, fmt.Errorf("store: assignment change of pipeline %d both puts and deletes", d.GetPipelineId())
+		}
+		return []clientv3.Op{clientv3.OpDelete(s.keys.Assignment(d.GetProducerMember(), namespaceOr(d.GetNamespace()), d.GetChangefeedId(), d.GetPipelineId()))}, nil
+	}
+	a := op.Put
+	if a == nil {
+		return nil, errors.New("store: empty assignment change")
+	}
+	if a.GetProducerMember() == "" || a.GetChangefeedId() == "" || a.GetEpoch() == 0 {
+		return nil, fmt.Errorf("store: assignment of pipeline %d: producer member, changefeed and a positive epoch are required", a.GetPipelineId())
+	}
+	b, err := marshal.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode assignment of pipeline %d: %w", a.GetPipelineId(), err)
+	}
+	ns := namespaceOr(a.GetNamespace())
+	out := []clientv3.Op{clientv3.OpPut(s.keys.Assignment(a.GetProducerMember(), ns, a.GetChangefeedId(), a.GetPipelineId()), string(b))}
+	if op.From != "" && op.From != a.GetProducerMember() {
+		out = append(out, clientv3.OpDelete(s.keys.Assignment(op.From, ns, a.GetChangefeedId(), a.GetPipelineId())))
+	}
+	return out, nil
+}
+
+func namespaceOr(ns string) string {
+	if ns == "" {
+		return DefaultNamespace
+	}
+	return ns
+}
+
+// PipelineRef names a pipeline across changefeeds.
+type PipelineRef struct {
+	Namespace, Changefeed string
+	Pipeline              int64
+}
+
+// AllProgress reads every pipeline's progress record, of every changefeed.
+func (s *Store) AllProgress(ctx context.Context) (map[PipelineRef]*pb.PipelineStatus, error) {
+	prefix := s.keys.prefix + "/progress/"
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, etcdErr("read progress", err)
+	}
+	out := make(map[PipelineRef]*pb.PipelineStatus, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		parts := strings.Split(strings.TrimPrefix(string(kv.Key), prefix), "/")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("store: progress key %s: want <namespace>/<changefeed>/<pipeline>", kv.Key)
+		}
+		id, err := strconv.ParseInt(parts[2], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("store: progress key %s: %w", kv.Key, err)
+		}
+		st := &pb.PipelineStatus{}
+		if err := unmarshal.Unmarshal(kv.Value, st); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", kv.Key, err)
+		}
+		out[PipelineRef{parts[0], parts[1], id}] = st
+	}
+	return out, nil
+}
+
+// DeleteProgress deletes the progress records of one changefeed under the
+// owner's fence: once its pipelines are unassigned (paused, finished,
+// failed, removed), so that a later run cannot mistake them for its own.
+func (s *Store) DeleteProgress(ctx context.Context, fence Fence, namespace, changefeed string) error {
+	if !fence.active() {
+		return fmt.Errorf("store: deleting progress of %s/%s without an owner fence", namespace, changefeed)
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
+		Then(clientv3.OpDelete(s.keys.ProgressPrefix(namespaceOr(namespace), changefeed), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return etcdErr("delete progress", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("store: deleting progress of %s/%s refused, owner key %s lost: %w", namespace, changefeed, fence.Key, cdcerr.ErrNotOwner)
+	}
+	return nil
 }

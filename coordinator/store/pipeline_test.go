@@ -173,3 +173,56 @@ func TestAssignRequiresTheOwnerFence(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, all)
 }
+
+// A placement of many pipelines goes in batched transactions; moves delete
+// the old producer's key with the put; AllProgress reads every
+// changefeed's records and DeleteProgress one changefeed's, fenced.
+func TestApplyAssignmentsAndProgressOfAllChangefeeds(t *testing.T) {
+	st, cli := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fence := ownerFence(t, st, cli)
+	const n = 150 // three transactions
+	var ops []store.AssignmentOp
+	for id := int64(1); id <= n; id++ {
+		ops = append(ops, store.AssignmentOp{Put: assignment(id, 1, "p1")})
+	}
+	before, err := cli.Get(ctx, "/")
+	require.NoError(t, err)
+	require.NoError(t, st.ApplyAssignments(ctx, fence, ops))
+	after, err := cli.Get(ctx, "/")
+	require.NoError(t, err)
+	require.EqualValues(t, 3, after.Header.Revision-before.Header.Revision, "one revision per transaction of 60")
+	all, _, err := st.Assignments(ctx, "p1")
+	require.NoError(t, err)
+	require.Len(t, all, n)
+
+	moved := assignment(7, 2, "p2")
+	require.NoError(t, st.ApplyAssignments(ctx, fence, []store.AssignmentOp{
+		{Put: moved, From: "p1"},
+		{Delete: assignment(8, 1, "p1")},
+	}))
+	p1, _, err := st.Assignments(ctx, "p1")
+	require.NoError(t, err)
+	require.Len(t, p1, n-2)
+	p2, _, err := st.Assignments(ctx, "p2")
+	require.NoError(t, err)
+	require.Len(t, p2, 1)
+	require.EqualValues(t, 2, p2[0].Record.GetEpoch())
+	require.Error(t, st.ApplyAssignments(ctx, fence, []store.AssignmentOp{{Put: moved, Delete: moved}}), "one or the other")
+
+	for _, cf := range []string{"cf", "other"} {
+		for id := int64(1); id <= 2; id++ {
+			_, err := cli.Put(ctx, st.Keys().Progress("default", cf, id), `{"epoch":"1","checkpointTs":"5"}`)
+			require.NoError(t, err)
+		}
+	}
+	prog, err := st.AllProgress(ctx)
+	require.NoError(t, err)
+	require.Len(t, prog, 4)
+	require.EqualValues(t, 5, prog[store.PipelineRef{Namespace: "default", Changefeed: "other", Pipeline: 2}].GetCheckpointTs())
+	require.NoError(t, st.DeleteProgress(ctx, fence, "default", "cf"))
+	prog, err = st.AllProgress(ctx)
+	require.NoError(t, err)
+	require.Len(t, prog, 2, "only the other changefeed's are left")
+}

@@ -112,6 +112,7 @@ type running struct {
 	a      *Assignment
 	p      *pipeline.Pipeline // nil until it starts; err says why not yet (r.mu)
 	err    error
+	fatal  bool // p ended for a reason no retry fixes (r.mu)
 	cancel context.CancelFunc
 	done   chan struct{}
 	acked  uint64
@@ -254,7 +255,13 @@ func (r *Runner) supervise(ctx context.Context, run *running, rec *tidestreamv1.
 			run.p, run.err = p, nil
 			r.mu.Unlock()
 			err = r.runPipeline(ctx, rec, p)
-			if ctx.Err() != nil || err == nil || errors.Is(err, pipeline.ErrFenced) || !Restartable(err) {
+			if ctx.Err() != nil || err == nil || errors.Is(err, pipeline.ErrFenced) {
+				return
+			}
+			if !Restartable(err) {
+				r.mu.Lock()
+				run.fatal = true
+				r.mu.Unlock()
 				return
 			}
 			from := p.Status().Checkpoint
@@ -420,6 +427,7 @@ func (r *Runner) writeProgress(ctx context.Context) {
 		if run.err != nil {
 			err = run.err // why it is not running now
 		}
+		st.Fatal = run.fatal
 		if err != nil {
 			st.Error = &tidestreamv1.RunningError{Time: timestamppb.Now(), Addr: r.cfg.Addr, Message: err.Error()}
 		}

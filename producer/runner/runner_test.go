@@ -329,6 +329,9 @@ func TestFailedPipelineRestartsFromItsCheckpoint(t *testing.T) {
 				defer enc.mu.Unlock()
 				require.Equal(t, []uint64{1000}, enc.froms, "not restarted")
 				require.Equal(t, uint64(1009), st.checkpoint(a.Key))
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				require.True(t, st.progress[a.Key].GetFatal(), "marked for the owner to fail the changefeed")
 				return
 			}
 			require.Eventually(t, func() bool { return st.checkpoint(a.Key) > 1020 }, 10*time.Second, 5*time.Millisecond)
@@ -341,6 +344,7 @@ func TestFailedPipelineRestartsFromItsCheckpoint(t *testing.T) {
 			defer enc.mu.Unlock()
 			require.Equal(t, []uint64{1000, 1009}, enc.froms, "restarted once, from the checkpoint")
 			require.Equal(t, uint64(1), st.progress[a.Key].GetEpoch(), "same epoch")
+			require.False(t, st.progress[a.Key].GetFatal())
 		})
 	}
 }

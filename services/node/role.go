@@ -183,6 +183,7 @@ func newCoordinatorRole(n *Node) (Role, error) {
 	cc.OpenUpstream = OpenUpstream(n.log)
 	tables := &upstreamTables{}
 	cc.IneligibleTables = tables.list
+	cc.PipelineTables = tables.pipelines
 	cc.Logger = n.log
 	c, err := coordinator.New(cc)
 	if err != nil {

@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/pingcap/tidb/pkg/tablecodec"
+	"github.com/pingcap/tidb/pkg/util/codec"
 	"github.com/tikv/client-go/v2/config"
 
 	"github.com/tidestream/tidestream/coordinator/control"
+	"github.com/tidestream/tidestream/coordinator/scheduler"
+	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/encoder/schema"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
 // upstreamTables is the coordinator role's schema reader for the table
@@ -69,6 +74,21 @@ func tableFilter(f control.TableFilter) (schema.Filter, error) {
 // (view, sequence, temporary, system schema, filtered) are not the user's
 // to agree to.
 func readIneligible(ctx context.Context, pdAddrs []string, ts uint64, match schema.Filter) ([]control.TableName, error) {
+	versions, err := readTables(ctx, pdAddrs, ts, match)
+	if err != nil {
+		return nil, err
+	}
+	var out []control.TableName
+	for _, v := range versions {
+		if v.Eligibility == schema.NoHandleKey {
+			out = append(out, control.TableName{Schema: v.Table.Schema, Table: v.Table.Name})
+		}
+	}
+	return out, nil
+}
+
+// readTables reads the live tables at ts, classified under match.
+func readTables(ctx context.Context, pdAddrs []string, ts uint64, match schema.Filter) ([]*schema.Version, error) {
 	st, err := schema.OpenStore(ctx, pdAddrs, config.Security{})
 	if err != nil {
 		return nil, err
@@ -82,15 +102,60 @@ func readIneligible(ctx context.Context, pdAddrs []string, ts uint64, match sche
 	if err != nil {
 		return nil, err
 	}
-	versions, err := h.Tables(ts)
+	return h.Tables(ts)
+}
+
+// pipelines implements scheduler.TableLister: the changefeed's eligible
+// tables at ts, one pipeline each. A partitioned table is one pipeline
+// over all its partitions' spans, not one per partition: a change's key
+// keeps its partition only until the row moves between partitions (an
+// update of the partition column is a delete in one and an insert in
+// another), and only one pipeline orders both.
+func (u *upstreamTables) pipelines(ctx context.Context, cf *store.Changefeed, ts uint64) ([]scheduler.Table, error) {
+	cfg := cf.Info.GetConfig()
+	match, err := tableFilter(control.TableFilter{Rules: cfg.GetFilter().GetRules(), CaseSensitive: cfg.GetCaseSensitive()})
 	if err != nil {
 		return nil, err
 	}
-	var out []control.TableName
-	for _, v := range versions {
-		if v.Eligibility == schema.NoHandleKey {
-			out = append(out, control.TableName{Schema: v.Table.Schema, Table: v.Table.Name})
+	type result struct {
+		versions []*schema.Version
+		err      error
+	}
+	done := make(chan result, 1)
+	u.reads.Go(func() { // aside, as in list
+		vs, err := readTables(ctx, cf.Info.GetPdAddrs(), ts, match)
+		done <- result{vs, err}
+	})
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	out := make([]scheduler.Table, 0, len(r.versions))
+	for _, v := range r.versions {
+		if v.Eligibility != schema.Eligible {
+			continue
 		}
+		ids := schema.PhysicalIDs(v.Table.Info)
+		if len(ids) > 1 {
+			ids = ids[1:] // rows of a partitioned table carry partition ids
+		}
+		t := scheduler.Table{ID: v.LogicalID, Schema: v.Table.Schema, Name: v.Table.Name}
+		for _, id := range ids {
+			t.Spans = append(t.Spans, recordSpan(id))
+		}
+		out = append(out, t)
 	}
 	return out, nil
+}
+
+// recordSpan is a physical table's record span in the encoded key space of
+// SubscribeRequest spans.
+func recordSpan(id int64) *tidestreamv1.Span {
+	prefix := tablecodec.GenTableRecordPrefix(id)
+	return &tidestreamv1.Span{StartKey: codec.EncodeBytes(nil, prefix), EndKey: codec.EncodeBytes(nil, prefix.PrefixNext())}
 }

@@ -2537,11 +2537,15 @@ type PipelineAssignment struct {
 	EncoderMember  string `protobuf:"bytes,10,opt,name=encoder_member,json=encoderMember,proto3" json:"encoder_member,omitempty"`
 	ProducerMember string `protobuf:"bytes,11,opt,name=producer_member,json=producerMember,proto3" json:"producer_member,omitempty"`
 	// The table the pipeline carries, for logs and errors.
-	SchemaName    string `protobuf:"bytes,12,opt,name=schema_name,json=schemaName,proto3" json:"schema_name,omitempty"`
-	TableName     string `protobuf:"bytes,13,opt,name=table_name,json=tableName,proto3" json:"table_name,omitempty"`
-	TableId       int64  `protobuf:"varint,14,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SchemaName string `protobuf:"bytes,12,opt,name=schema_name,json=schemaName,proto3" json:"schema_name,omitempty"`
+	TableName  string `protobuf:"bytes,13,opt,name=table_name,json=tableName,proto3" json:"table_name,omitempty"`
+	TableId    int64  `protobuf:"varint,14,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	// The changefeed status epoch the pipeline runs under: a resume or an
+	// overwritten checkpoint raises it, and the owner replaces assignments of
+	// an older run rather than let them go on from their own checkpoints.
+	ChangefeedEpoch uint64 `protobuf:"varint,15,opt,name=changefeed_epoch,json=changefeedEpoch,proto3" json:"changefeed_epoch,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PipelineAssignment) Reset() {
@@ -2672,6 +2676,13 @@ func (x *PipelineAssignment) GetTableId() int64 {
 	return 0
 }
 
+func (x *PipelineAssignment) GetChangefeedEpoch() uint64 {
+	if x != nil {
+		return x.ChangefeedEpoch
+	}
+	return 0
+}
+
 // PipelineStatus is one pipeline's progress as its producer reports it.
 type PipelineStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2686,8 +2697,12 @@ type PipelineStatus struct {
 	// changefeed as warning); absent once it recovers.
 	Error          *RunningError `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	ProducerMember string        `protobuf:"bytes,5,opt,name=producer_member,json=producerMember,proto3" json:"producer_member,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pipeline stopped for a reason no retry fixes (credentials, a
+	// record over the broker's limit, a fatal error from the encoder): the
+	// owner fails the changefeed with error. Unset while it retries.
+	Fatal         bool `protobuf:"varint,6,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PipelineStatus) Reset() {
@@ -2753,6 +2768,13 @@ func (x *PipelineStatus) GetProducerMember() string {
 		return x.ProducerMember
 	}
 	return ""
+}
+
+func (x *PipelineStatus) GetFatal() bool {
+	if x != nil {
+		return x.Fatal
+	}
+	return false
 }
 
 var File_tidestream_v1_control_proto protoreflect.FileDescriptor
@@ -2972,7 +2994,7 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x0eetcd_reachable\x18\x02 \x01(\bR\retcdReachable\x12\x1b\n" +
 	"\thas_owner\x18\x03 \x01(\bR\bhasOwner\x12!\n" +
 	"\fmember_count\x18\x04 \x01(\x05R\vmemberCount\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf5\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa0\x04\n" +
 	"\x12PipelineAssignment\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12#\n" +
 	"\rchangefeed_id\x18\x02 \x01(\tR\fchangefeedId\x12\x1f\n" +
@@ -2991,14 +3013,16 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"schemaName\x12\x1d\n" +
 	"\n" +
 	"table_name\x18\r \x01(\tR\ttableName\x12\x19\n" +
-	"\btable_id\x18\x0e \x01(\x03R\atableId\"\xc8\x01\n" +
+	"\btable_id\x18\x0e \x01(\x03R\atableId\x12)\n" +
+	"\x10changefeed_epoch\x18\x0f \x01(\x04R\x0fchangefeedEpoch\"\xde\x01\n" +
 	"\x0ePipelineStatus\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\rcheckpoint_ts\x18\x02 \x01(\x04R\fcheckpointTs\x12\x1f\n" +
 	"\vresolved_ts\x18\x03 \x01(\x04R\n" +
 	"resolvedTs\x121\n" +
 	"\x05error\x18\x04 \x01(\v2\x1b.tidestream.v1.RunningErrorR\x05error\x12'\n" +
-	"\x0fproducer_member\x18\x05 \x01(\tR\x0eproducerMember*\xe6\x01\n" +
+	"\x0fproducer_member\x18\x05 \x01(\tR\x0eproducerMember\x12\x14\n" +
+	"\x05fatal\x18\x06 \x01(\bR\x05fatal*\xe6\x01\n" +
 	"\x0fChangefeedState\x12 \n" +
 	"\x1cCHANGEFEED_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CHANGEFEED_STATE_NORMAL\x10\x01\x12\x1c\n" +
