@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidestream/tidestream/coordinator/cdcerr"
 	"github.com/tidestream/tidestream/coordinator/changefeed"
@@ -250,8 +251,9 @@ func (c *Coordinator) tickLoop(ctx context.Context, fence store.Fence) error {
 	}
 }
 
-// errTargetMoved aborts finishing a changefeed whose target ts was changed
-// after the owner listed it; the next tick decides again.
+// errTargetMoved aborts a status decision the fresh read no longer
+// supports (the target ts changed, the checkpoint moved on, the changefeed
+// stopped since the owner listed it); the next tick decides again.
 var errTargetMoved = errors.New("coordinator: target ts changed since read")
 
 // tick refreshes the service GC safepoint of every upstream to the minimum
@@ -295,6 +297,21 @@ func (c *Coordinator) tick(ctx context.Context, fence store.Fence, ups map[strin
 			minCkpt[key] = cf.Status.CheckpointTs
 		}
 	}
+	// An upstream this owner kept a safepoint on whose last live
+	// changefeed went (removed, finished): drop the safepoint rather than
+	// hold its GC back for gc-ttl, as TiCDC does.
+	for key, up := range ups {
+		if _, live := minCkpt[key]; live {
+			continue
+		}
+		if _, err := up.UpdateServiceGCSafePoint(ctx, "tidestream-"+c.cfg.ClusterID, 0, 0); err != nil {
+			errs = append(errs, fmt.Errorf("upstream %s: remove service GC safepoint: %w", key, err))
+			continue
+		}
+		c.log.Info("service GC safepoint removed: no live changefeed on the upstream", "upstream", key)
+		up.Close()
+		delete(ups, key)
+	}
 	for key, ts := range minCkpt {
 		up, ok := ups[key]
 		if !ok {
@@ -304,9 +321,49 @@ func (c *Coordinator) tick(ctx context.Context, fence store.Fence, ups map[strin
 			}
 			ups[key] = up
 		}
-		if _, err := up.UpdateServiceGCSafePoint(ctx, "tidestream-"+c.cfg.ClusterID, c.cfg.GCTTL, ts); err != nil {
+		minSP, err := up.UpdateServiceGCSafePoint(ctx, "tidestream-"+c.cfg.ClusterID, c.cfg.GCTTL, ts)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("upstream %s: update service GC safepoint to %d: %w", key, ts, err))
+			continue
+		}
+		if minSP > ts {
+			errs = append(errs, c.failLostToGC(ctx, fence, cfs, key, minSP)...)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// failLostToGC fails the running changefeeds of an upstream whose
+// checkpoint GC has passed: the data they still need may be gone, and only
+// an operator (a new changefeed, or resume past the loss) can decide what
+// to do. TiCDC's ErrSnapshotLostByGC.
+func (c *Coordinator) failLostToGC(ctx context.Context, fence store.Fence, cfs []*store.Changefeed, key string, gcSafePoint uint64) []error {
+	var errs []error
+	for _, cf := range cfs {
+		st := cf.Status.GetState()
+		if strings.Join(cf.Info.PdAddrs, ",") != key || cf.Status.GetCheckpointTs() >= gcSafePoint ||
+			(st != pb.ChangefeedState_CHANGEFEED_STATE_NORMAL && st != pb.ChangefeedState_CHANGEFEED_STATE_WARNING) {
+			continue
+		}
+		_, err := c.store.UpdateStatus(ctx, cf.Info.Namespace, cf.Info.Id, fence, func(cf *store.Changefeed) error {
+			st := cf.Status.GetState()
+			if cf.Status.GetCheckpointTs() >= gcSafePoint || (st != pb.ChangefeedState_CHANGEFEED_STATE_NORMAL && st != pb.ChangefeedState_CHANGEFEED_STATE_WARNING) {
+				return errTargetMoved // moved on or stopped meanwhile: nothing to do
+			}
+			cf.Status.State = pb.ChangefeedState_CHANGEFEED_STATE_FAILED
+			cf.Status.Error = &pb.RunningError{Time: timestamppb.Now(), Addr: c.cfg.Addr, Code: "CDC:ErrSnapshotLostByGC",
+				Message: fmt.Sprintf("[CDC:ErrSnapshotLostByGC]fail to create or maintain changefeed due to snapshot loss caused by GC. checkpoint-ts %d is earlier than or equal to GC safepoint at %d",
+					cf.Status.GetCheckpointTs(), gcSafePoint)}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errTargetMoved) {
+			errs = append(errs, err)
+			continue
+		}
+		if err == nil {
+			c.log.Error("changefeed failed: GC passed its checkpoint", "changefeed", cf.Info.Id, "namespace", cf.Info.Namespace,
+				"checkpoint", cf.Status.GetCheckpointTs(), "gc_safepoint", gcSafePoint)
+		}
+	}
+	return errs
 }

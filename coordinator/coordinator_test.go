@@ -175,6 +175,42 @@ func TestOwnerKeepsGCSafePointAndFinishesAtTarget(t *testing.T) {
 		}
 		return nil
 	})
+
+	// GC passed a running changefeed's checkpoint (its safepoint expired,
+	// the owner gone longer than gc-ttl): it fails with TiCDC's reason
+	// rather than run on with data missing.
+	up, err := openUpstream(ctx, []string{pd.URL()})
+	require.NoError(t, err)
+	defer up.Close()
+	_, err = up.UpdateServiceGCSafePoint(ctx, "tidestream-t", 0, 0) // as if expired
+	require.NoError(t, err)
+	pd.SetGCSafePoint(4500)
+	eventually(t, 10*time.Second, func() error {
+		cf, err := st.Get(ctx, "default", "slow")
+		if err != nil {
+			return err
+		}
+		if cf.Status.State != pb.ChangefeedState_CHANGEFEED_STATE_FAILED || cf.Status.GetError().GetCode() != "CDC:ErrSnapshotLostByGC" {
+			return fmt.Errorf("state %s, error %v", cf.Status.State, cf.Status.GetError())
+		}
+		return nil
+	})
+	fast, err := st.Get(ctx, "default", "fast")
+	require.NoError(t, err)
+	require.Equal(t, pb.ChangefeedState_CHANGEFEED_STATE_NORMAL, fast.Status.State, "its checkpoint 5000 is above GC")
+
+	// The upstream's last live changefeeds removed: the owner lets go of
+	// its safepoint instead of holding GC back for gc-ttl.
+	for _, id := range []string{"slow", "fast"} {
+		_, err := st.Delete(ctx, "default", id, store.Fence{}, func(*store.Changefeed) error { return nil })
+		require.NoError(t, err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if sp, ok := pd.ServiceSafePoints()["tidestream-t"]; ok {
+			return fmt.Errorf("service safepoint still at %d", sp)
+		}
+		return nil
+	})
 }
 
 func waitOwner(t *testing.T, r *running) {

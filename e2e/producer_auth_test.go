@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -17,7 +15,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,18 +126,9 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	cfg.SASLUsers = []devstack.Credential{{User: user, Password: password}}
 	dev := startDevstack(t, cfg)
 
-	srv, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
-		Args: func(addrs []string) []string {
-			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", t.TempDir(),
-				"--etcd", etcd.Endpoint, "--member-id", "srv", "--pd", "http://" + pg.pdAddr,
-				"--producer-progress-interval", "100ms", "--log-level", "debug"}
-		},
-		// The sink URI names no CA: the system roots verify the brokers,
-		// and Go reads them from SSL_CERT_FILE when it is set.
-		Env:   []string{"SSL_CERT_FILE=" + ca.caFile},
-		Ready: harness.Serving(60 * time.Second),
-	})
-	srvAddr := addrs[0]
+	// The sink URI names no CA: the system roots verify the brokers, and Go
+	// reads them from SSL_CERT_FILE when it is set.
+	srv, srvAddr := startCDCServer(t, etcd.Endpoint, pg.pdAddr, t.TempDir(), []string{"SSL_CERT_FILE=" + ca.caFile})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -298,29 +286,14 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	}
 
 	// librdkafka over SASL_SSL: Confluent's Python AvroConsumer.
-	sec, err := json.Marshal(map[string]string{
+	sec := map[string]string{
 		"security.protocol": "SASL_SSL",
 		"sasl.mechanisms":   "PLAIN",
 		"sasl.username":     user,
 		"sasl.password":     password,
 		"ssl.ca.location":   ca.caFile,
-	})
-	require.NoError(t, err)
-	py := exec.CommandContext(ctx, "/usr/bin/python3", "-c", avroConsumerScript, brokers, dev.Registry, topic, harness.Itoa(want), string(sec))
-	var out, stderr bytes.Buffer
-	py.Stdout, py.Stderr = &out, &stderr
-	require.NoError(t, py.Run(), "python AvroConsumer: %s", stderr.String())
-	var pyCount, pyTombstones int
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		var rec struct {
-			Value json.RawMessage `json:"value"`
-		}
-		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
-		pyCount++
-		if string(rec.Value) == "null" {
-			pyTombstones++
-		}
 	}
+	pyCount, pyTombstones := pythonAvroConsume(ctx, t, brokers, dev.Registry, topic, want, sec)
 	require.Equal(t, want, pyCount)
 	require.Equal(t, 1, pyTombstones)
 

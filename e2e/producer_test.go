@@ -40,6 +40,23 @@ func startDevstack(t *testing.T, cfg devstack.Config) devstack.Addrs {
 	return addrs
 }
 
+// startCDCServer starts `cdc server` (every role, member "srv") on free
+// loopback ports against etcdEndpoint and the upstream's PD, with env added
+// to its environment, and returns it and its gRPC address.
+func startCDCServer(t *testing.T, etcdEndpoint, pdAddr, dataDir string, env []string) (*harness.Proc, string) {
+	t.Helper()
+	proc, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
+		Args: func(addrs []string) []string {
+			return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", dataDir,
+				"--etcd", etcdEndpoint, "--member-id", "srv", "--pd", "http://" + pdAddr,
+				"--producer-progress-interval", "100ms", "--log-level", "debug"}
+		},
+		Env:   env,
+		Ready: harness.Serving(60 * time.Second),
+	})
+	return proc, addrs[0]
+}
+
 // TestServerReplicatesAndResumesAfterKill9 is the user's path on one `cdc
 // server` (every role; the owner places the pipelines) against the
 // playground and devstack: a changefeed over a table that exists at its
@@ -54,17 +71,7 @@ func TestServerReplicatesAndResumesAfterKill9(t *testing.T) {
 	etcd := harness.StartEtcd(t)
 	dev := startDevstack(t, devstack.DefaultConfig())
 	dataDir := t.TempDir()
-	startServer := func() (*harness.Proc, string) {
-		proc, addrs := harness.StartOnFreePorts(t, harness.Launch{Name: "cdc-server", Bin: harness.CDC(t), Addrs: 2,
-			Args: func(addrs []string) []string {
-				return []string{"server", "--addr", addrs[0], "--status-addr", addrs[1], "--data-dir", dataDir,
-					"--etcd", etcd.Endpoint, "--member-id", "srv", "--pd", "http://" + pg.pdAddr,
-					"--producer-progress-interval", "100ms", "--log-level", "debug"}
-			},
-			Ready: harness.Serving(60 * time.Second),
-		})
-		return proc, addrs[0]
-	}
+	startServer := func() (*harness.Proc, string) { return startCDCServer(t, etcd.Endpoint, pg.pdAddr, dataDir, nil) }
 	srv, srvAddr := startServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -186,22 +193,7 @@ func TestServerReplicatesAndResumesAfterKill9(t *testing.T) {
 
 	// An independent consumer: Confluent's Python AvroConsumer (Debian's
 	// python3-confluent-kafka), schemas by id from the registry.
-	py := exec.CommandContext(ctx, "/usr/bin/python3", "-c", avroConsumerScript, brokers, dev.Registry, "tidb_p_t", harness.Itoa(want))
-	var out, stderr bytes.Buffer
-	py.Stdout, py.Stderr = &out, &stderr
-	require.NoError(t, py.Run(), "python AvroConsumer: %s", stderr.String())
-	var pyCount, pyTombstones int
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		var rec struct {
-			Key   map[string]any  `json:"key"`
-			Value json.RawMessage `json:"value"`
-		}
-		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
-		pyCount++
-		if string(rec.Value) == "null" {
-			pyTombstones++
-		}
-	}
+	pyCount, pyTombstones := pythonAvroConsume(ctx, t, brokers, dev.Registry, "tidb_p_t", want, nil)
 	require.Equal(t, want, pyCount)
 	require.Equal(t, 1, pyTombstones)
 
@@ -248,6 +240,34 @@ func TestServerReplicatesAndResumesAfterKill9(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, as, 1)
 	require.Equal(t, srvAddr, as[0].Record.GetRoute().GetEncoderAddr(), "placed on the restarted server's address")
+}
+
+// pythonAvroConsume reads count records of topic with Confluent's Python
+// AvroConsumer (extra: more consumer settings, e.g. SASL and TLS) and
+// returns how many it read and how many were tombstones.
+func pythonAvroConsume(ctx context.Context, t *testing.T, brokers, registry, topic string, count int, extra map[string]string) (records, tombstones int) {
+	t.Helper()
+	args := []string{"-c", avroConsumerScript, brokers, registry, topic, harness.Itoa(count)}
+	if extra != nil {
+		b, err := json.Marshal(extra)
+		require.NoError(t, err)
+		args = append(args, string(b))
+	}
+	py := exec.CommandContext(ctx, "/usr/bin/python3", args...)
+	var out, stderr bytes.Buffer
+	py.Stdout, py.Stderr = &out, &stderr
+	require.NoError(t, py.Run(), "python AvroConsumer: %s", stderr.String())
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec struct {
+			Value json.RawMessage `json:"value"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		records++
+		if string(rec.Value) == "null" {
+			tombstones++
+		}
+	}
+	return records, tombstones
 }
 
 // avroConsumerScript reads count records with Confluent's AvroConsumer and

@@ -33,13 +33,14 @@ func (c *ClusterServer) members(ctx context.Context) ([]*pb.Member, string, erro
 	return ms, ownerID, nil
 }
 
-// Members lists the live members, marking the owner.
+// Members lists the live members, marking the owner, and names the
+// cluster they belong to.
 func (c *ClusterServer) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
 	ms, _, err := c.members(ctx)
 	if err != nil {
 		return nil, cdcerr.ToStatus(err)
 	}
-	return &pb.MembersResponse{Members: ms}, nil
+	return &pb.MembersResponse{Members: ms, ClusterId: c.store.Keys().Cluster()}, nil
 }
 
 // Owner returns the current owner, if any.

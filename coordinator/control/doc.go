@@ -1,6 +1,9 @@
 // Package control implements the control API that `cdc cli` talks to:
-// ChangefeedService (create, get, list, update, pause, resume, remove) and
-// ClusterService (members, owner, health).
+// ChangefeedService (create, get, query, list, update, pause, resume,
+// remove, list processors) and ClusterService (members, owner, health).
+// Query and ListProcessors read the owner's assignment records and the
+// producers' progress records (coordinator/store/KEYS.md) as they are in
+// etcd; they never ask the owner.
 //
 // Every process running the coordinator role serves it; requests are
 // validated here (through replicaconfig, the upstream PD and, for the tables

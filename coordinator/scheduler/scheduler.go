@@ -258,6 +258,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 		if a := op.Assign; a != nil {
 			f := feeds[cfKey{namespaceOr(a.GetNamespace()), a.GetChangefeedId()}]
 			a.ChangefeedEpoch = f.cf.Status.GetEpoch()
+			a.TargetTs = f.cf.Info.GetTargetTs()
 			puts[assignmentKey(a)] = true
 			f.current[a.GetPipelineId()] = a
 		} else if u := op.Unassign; u != nil {
@@ -464,11 +465,15 @@ func (s *Scheduler) aggregate(ctx context.Context, fence store.Fence, f *feed, p
 	advance := complete && !first && checkpoint > status.GetCheckpointTs()
 	advanceResolved := complete && !first && resolved > status.GetResolvedTs()
 	state := pb.ChangefeedState_CHANGEFEED_STATE_NORMAL
+	target := f.cf.Info.GetTargetTs()
 	switch {
 	case fatal:
 		state = pb.ChangefeedState_CHANGEFEED_STATE_FAILED
 	case problem != nil:
 		state = pb.ChangefeedState_CHANGEFEED_STATE_WARNING
+	case target != 0 && complete && !first && checkpoint >= target:
+		// Every pipeline delivered up to the target: done, as TiCDC.
+		state = pb.ChangefeedState_CHANGEFEED_STATE_FINISHED
 	}
 	sameErr := status.GetError().GetMessage() == problem.GetMessage()
 	if !advance && !advanceResolved && state == status.GetState() && sameErr {
@@ -485,11 +490,15 @@ func (s *Scheduler) aggregate(ctx context.Context, fence store.Fence, f *feed, p
 		if advanceResolved {
 			cf.Status.ResolvedTs = max(cf.Status.GetResolvedTs(), resolved)
 		}
-		if state != cf.Status.GetState() {
-			if err := changefeed.CheckTransition(cf.Status.GetState(), state); err != nil {
+		to := state
+		if to == pb.ChangefeedState_CHANGEFEED_STATE_FINISHED && cf.Status.GetState() == pb.ChangefeedState_CHANGEFEED_STATE_WARNING {
+			to = pb.ChangefeedState_CHANGEFEED_STATE_NORMAL // finished only from normal: next round
+		}
+		if to != cf.Status.GetState() {
+			if err := changefeed.CheckTransition(cf.Status.GetState(), to); err != nil {
 				return err
 			}
-			cf.Status.State = state
+			cf.Status.State = to
 		}
 		cf.Status.Error = problem
 		return nil

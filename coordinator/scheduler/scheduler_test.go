@@ -354,3 +354,31 @@ func TestDeposedOwnerStops(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, e.scheduler().Run(ctx, e.fence), cdcerr.ErrNotOwner, "Run ends on it")
 }
+
+// With a target ts, pipelines are told it, the checkpoint stops there, and
+// once every pipeline reached it the changefeed is finished and its
+// pipelines stop.
+func TestTargetTsFinishes(t *testing.T) {
+	e := newEnv(t, 2)
+	_, err := e.st.UpdateInfo(e.ctx, "default", "cf", func(cf *store.Changefeed) error {
+		cf.Info.TargetTs = 300
+		return nil
+	})
+	require.NoError(t, err)
+	e.member("m1", allRoles...)
+	s := e.scheduler()
+	e.round(s)
+	rs := e.records()
+	require.EqualValues(t, 300, rs[1].GetTargetTs())
+	e.progress(1, &pb.PipelineStatus{Epoch: rs[1].GetEpoch(), CheckpointTs: 300, ResolvedTs: 300})
+	e.progress(2, &pb.PipelineStatus{Epoch: rs[2].GetEpoch(), CheckpointTs: 250, ResolvedTs: 250})
+	e.round(s)
+	require.Equal(t, pb.ChangefeedState_CHANGEFEED_STATE_NORMAL, e.status().GetState(), "one pipeline short of the target")
+	e.progress(2, &pb.PipelineStatus{Epoch: rs[2].GetEpoch(), CheckpointTs: 300, ResolvedTs: 300})
+	e.round(s)
+	st := e.status()
+	require.Equal(t, pb.ChangefeedState_CHANGEFEED_STATE_FINISHED, st.GetState())
+	require.EqualValues(t, 300, st.GetCheckpointTs())
+	e.round(s)
+	require.Empty(t, e.records(), "a finished changefeed runs nothing")
+}

@@ -61,3 +61,6 @@ func (k Keys) parseInfoKey(key string) (namespace, id string, ok bool) {
 	namespace, id, ok = strings.Cut(rest, "/")
 	return namespace, id, ok && id != ""
 }
+
+// Cluster is the tidestream cluster id the keys belong to.
+func (k Keys) Cluster() string { return strings.TrimPrefix(k.prefix, "/tidestream/") }

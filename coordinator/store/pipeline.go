@@ -397,3 +397,100 @@ func (s *Store) DeleteProgress(ctx context.Context, fence Fence, namespace, chan
 	}
 	return nil
 }
+
+// ChangefeedAssignments lists the assignments of one changefeed, whichever
+// producer members hold them, as of one revision.
+//
+// Assignment keys are grouped by producer member (KEYS.md), so there is no
+// prefix to read one changefeed by. Rather than read every assignment of
+// the cluster (100k records at scale, for one changefeed's few), it skips
+// from member to member: a keys-only read of one key finds the next member
+// holding any assignment, a prefix read takes that member's records of the
+// changefeed, and the next search starts past the member. That is two small
+// reads per producer member, members whose session expired included: their
+// records stay until the owner moves them, and are where the changefeed's
+// pipelines stand. Every read is at the revision of the first, so a
+// pipeline moving between members meanwhile is seen exactly once.
+func (s *Store) ChangefeedAssignments(ctx context.Context, namespace, changefeed string) ([]*Assignment, error) {
+	namespace = namespaceOr(namespace)
+	base := s.keys.AssignmentPrefix("")
+	var out []*Assignment
+	from, rev := base, int64(0)
+	for {
+		key, r, err := s.firstKey(ctx, from, clientv3.GetPrefixRangeEnd(base), rev)
+		if err != nil || key == "" {
+			return out, err
+		}
+		rev = r
+		member, _, _ := strings.Cut(strings.TrimPrefix(key, base), "/")
+		if member == "" {
+			from = key + "\x00" // not a key this package writes: step over it
+			continue
+		}
+		resp, err := s.cli.Get(ctx, s.keys.AssignmentPrefix(member)+namespace+"/"+changefeed+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, etcdErr("list assignments of "+namespace+"/"+changefeed, err)
+		}
+		for _, kv := range resp.Kvs {
+			a, err := decodeAssignment(kv.Key, kv.Value, kv.ModRevision)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, a)
+		}
+		// Past every key of the member: <base><member>/… ends before
+		// <base><member>0 ('0' follows '/').
+		from = clientv3.GetPrefixRangeEnd(s.keys.AssignmentPrefix(member))
+	}
+}
+
+// Placement is one changefeed placed on one producer member (TiCDC's
+// processor): the member holds at least one of its assignments.
+type Placement struct {
+	Member, Namespace, Changefeed string
+}
+
+// Placements lists every (producer member, changefeed) pair with at least
+// one assignment, in key order, as of one revision. Like
+// ChangefeedAssignments it skips rather than scans: one keys-only read of
+// one key per pair, so its cost follows the pairs (members × changefeeds),
+// not the pipelines.
+func (s *Store) Placements(ctx context.Context) ([]Placement, error) {
+	base := s.keys.AssignmentPrefix("")
+	var out []Placement
+	from, rev := base, int64(0)
+	for {
+		key, r, err := s.firstKey(ctx, from, clientv3.GetPrefixRangeEnd(base), rev)
+		if err != nil || key == "" {
+			return out, err
+		}
+		rev = r
+		member, ns, cf, _, ok := s.keys.ParseAssignment(key)
+		if !ok {
+			from = key + "\x00" // not a key this package writes: step over it
+			continue
+		}
+		out = append(out, Placement{Member: member, Namespace: ns, Changefeed: cf})
+		from = clientv3.GetPrefixRangeEnd(s.keys.AssignmentPrefix(member) + ns + "/" + cf + "/")
+	}
+}
+
+// firstKey returns the first key in [from, end) at revision rev (0: the
+// current one, returned for the next calls), or "" when there is none.
+func (s *Store) firstKey(ctx context.Context, from, end string, rev int64) (string, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1), clientv3.WithKeysOnly()}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, from, opts...)
+	if err != nil {
+		return "", 0, etcdErr("list assignment keys", err)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
+	}
+	if len(resp.Kvs) == 0 {
+		return "", rev, nil
+	}
+	return string(resp.Kvs[0].Key), rev, nil
+}

@@ -224,8 +224,14 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 			continue
 		}
 		p.setWarning("")
+		target := a.GetTargetTs()
 		for _, rec := range b.GetRecords() {
 			ts := rec.GetCommitTs()
+			if target != 0 && ts > target {
+				// TiCDC's target-ts: nothing committed after it is
+				// replicated; the changefeed finishes there.
+				continue
+			}
 			failed := func(err error) {
 				// Never skipped: the checkpoint stays below the record,
 				// and the pipeline starts again there.
@@ -249,6 +255,9 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 			}
 		}
 		if r := b.GetResolvedTs(); r > 0 {
+			if target != 0 {
+				r = min(r, target)
+			}
 			p.t.resolve(r)
 			progressed = true
 		}

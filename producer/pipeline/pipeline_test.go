@@ -333,3 +333,47 @@ func TestAckedReachesTheEncoder(t *testing.T) {
 
 // The Kafka producer satisfies Sink.
 var _ Sink = (*kafka.Producer)(nil)
+
+// TiCDC's target ts: records committed after it are not produced, and the
+// checkpoint stops at it.
+func TestTargetTs(t *testing.T) {
+	f := &fakeEncoder{script: func(_ int, _ *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.EncodedBatch]) error {
+		if err := st.Send(&tidestreamv1.EncodedBatch{Records: records(101, 200), ResolvedTs: 300}); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return nil
+	}}
+	a := assignment()
+	a.TargetTs = 150
+	sink := &countSink{}
+	p, err := New(Config{Assignment: a, Encoder: encoderClient(t, f), Sink: sink})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "checkpoint at the target", func() bool { return p.Status().Checkpoint == 150 })
+	cancel()
+	require.NoError(t, <-done)
+	require.EqualValues(t, 150, p.Status().Resolved, "resolved stops at the target too")
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	require.Equal(t, 50, sink.n, "records 101..150 only")
+	require.EqualValues(t, 150, sink.maxTs)
+}
+
+// countSink acknowledges every record at once and counts them.
+type countSink struct {
+	mu    sync.Mutex
+	n     int
+	maxTs uint64
+}
+
+func (s *countSink) Produce(_ context.Context, rec *tidestreamv1.EncodedRecord, done func(error)) error {
+	s.mu.Lock()
+	s.n++
+	s.maxTs = max(s.maxTs, rec.GetCommitTs())
+	s.mu.Unlock()
+	done(nil)
+	return nil
+}

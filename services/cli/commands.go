@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -45,33 +46,37 @@ func NewChangefeedCommand() *cobra.Command {
 		Short: "Manage changefeeds (create, list, query, pause, resume, remove, update)",
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&e.conn.Server, "server", DefaultServer, "address of a tidestream server (cdc server --addr), http://host:port")
+	e.conn.addFlags(pf)
 	pf.StringVar(&e.pd, "pd", "", "upstream PD endpoints, comma-separated (default: the server's --pd)")
-	pf.StringVar(&e.conn.CA, "ca", "", "CA certificate for TLS to the server")
-	pf.StringVar(&e.conn.Cert, "cert", "", "client certificate for TLS to the server")
-	pf.StringVar(&e.conn.Key, "key", "", "client key for TLS to the server")
 	cmd.AddCommand(e.createCmd(), e.listCmd(), e.queryCmd(), e.pauseCmd(), e.resumeCmd(), e.removeCmd(), e.updateCmd())
 	return cmd
 }
 
-// call dials, runs fn with a bounded context and maps the status error back
-// into cdcerr so the message is the server's one-line reason.
+// call runs fn on the changefeed service (see invoke).
 func (e *env) call(ctx context.Context, fn func(context.Context, pb.ChangefeedServiceClient) error) error {
-	conn, err := e.conn.Dial()
+	return invoke(ctx, e.conn, func(ctx context.Context, conn grpc.ClientConnInterface) error {
+		return fn(ctx, pb.NewChangefeedServiceClient(conn))
+	})
+}
+
+// invoke dials, runs fn with a bounded context and maps the status error
+// back into cdcerr so the message is the server's one-line reason.
+func invoke(ctx context.Context, flags ConnFlags, fn func(context.Context, grpc.ClientConnInterface) error) error {
+	conn, err := flags.Dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	err = fn(ctx, pb.NewChangefeedServiceClient(conn))
+	err = fn(ctx, conn)
 	if err == nil {
 		return nil
 	}
 	// UNAVAILABLE made by the server itself (its PD or TiKV is down) carries
 	// cdcerr's detail and keeps the server's message.
 	if status.Code(err) == codes.Unavailable && !cdcerr.FromServer(err) {
-		tgt, _, _ := target(e.conn.Server)
+		tgt, _, _ := target(flags.Server)
 		return fmt.Errorf("cannot reach tidestream server at %s: %s", tgt, status.Convert(err).Message())
 	}
 	return cdcerr.FromStatus(err)
@@ -269,16 +274,17 @@ func (e *env) queryCmd() *cobra.Command {
 		Short: "Show one changefeed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var info *pb.ChangefeedInfo
-			err := e.call(cmd.Context(), func(ctx context.Context, c pb.ChangefeedServiceClient) error {
-				var err error
-				info, err = c.Get(ctx, &pb.GetChangefeedRequest{Namespace: ref.Namespace, Id: ref.Id})
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("failed to query changefeed: %w", err)
-			}
+			req := &pb.GetChangefeedRequest{Namespace: ref.Namespace, Id: ref.Id}
 			if simple {
+				var info *pb.ChangefeedInfo
+				err := e.call(cmd.Context(), func(ctx context.Context, c pb.ChangefeedServiceClient) error {
+					var err error
+					info, err = c.Get(ctx, req)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("failed to query changefeed: %w", err)
+				}
 				s := renderSummary(info)
 				return printJSON(cmd.OutOrStdout(), simpleJSON{
 					UpstreamID: info.UpstreamId, Namespace: info.Namespace, ID: info.Id,
@@ -286,7 +292,23 @@ func (e *env) queryCmd() *cobra.Command {
 					Error: s.Summary.Error,
 				}, true)
 			}
-			d, err := renderDetail(info)
+			var detail *pb.ChangefeedDetail
+			err := e.call(cmd.Context(), func(ctx context.Context, c pb.ChangefeedServiceClient) error {
+				var err error
+				detail, err = c.Query(ctx, req)
+				if status.Code(err) == codes.Unimplemented {
+					// A server older than Query: the changefeed alone,
+					// with no pipelines to show.
+					var info *pb.ChangefeedInfo
+					info, err = c.Get(ctx, req)
+					detail = &pb.ChangefeedDetail{Info: info}
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("failed to query changefeed: %w", err)
+			}
+			d, err := renderDetail(detail)
 			if err != nil {
 				return err
 			}

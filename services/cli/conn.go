@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,6 +24,14 @@ type ConnFlags struct {
 	CA     string
 	Cert   string
 	Key    string
+}
+
+// addFlags registers --server, --ca, --cert and --key on fs.
+func (f *ConnFlags) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Server, "server", DefaultServer, "address of a tidestream server (cdc server --addr), http://host:port")
+	fs.StringVar(&f.CA, "ca", "", "CA certificate for TLS to the server")
+	fs.StringVar(&f.Cert, "cert", "", "client certificate for TLS to the server")
+	fs.StringVar(&f.Key, "key", "", "client key for TLS to the server")
 }
 
 // target turns TiCDC's --server forms (http://host:port, https://…,

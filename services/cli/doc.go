@@ -1,6 +1,9 @@
 // Package cli is `cdc cli changefeed …` (and its ctl-style alias
-// `cdc changefeed …`): TiCDC's commands, flags and output shapes, spoken to
-// a tidestream server over the gRPC control API.
+// `cdc changefeed …`), `cdc cli capture list` and `cdc cli processor list`:
+// TiCDC's commands, flags and output shapes, spoken to a tidestream server
+// over the gRPC control API. Where we show more than TiCDC, it is in keys
+// TiCDC does not use (`tidestream_pipelines` in `changefeed query`, `roles`
+// in `capture list`), after TiCDC's own.
 //
 // Output goes to the command's stdout; a failure is one line on stderr and a
 // non-zero exit (the caller turns the returned error into both). Secrets

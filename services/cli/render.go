@@ -2,6 +2,8 @@ package cli
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -127,7 +129,8 @@ type simpleJSON struct {
 	Error          *errorJSON `json:"error"`
 }
 
-// detailJSON is `changefeed query` without -s.
+// detailJSON is `changefeed query` without -s: TiCDC's keys in TiCDC's
+// order, then ours.
 type detailJSON struct {
 	UpstreamID     uint64          `json:"upstream_id"`
 	Namespace      string          `json:"namespace"`
@@ -143,17 +146,48 @@ type detailJSON struct {
 	State          string          `json:"state"`
 	Error          *errorJSON      `json:"error"`
 	CreatorVersion string          `json:"creator_version"`
-	// TaskStatus lists where the changefeed's pipelines run; empty until
-	// pipelines are scheduled.
-	TaskStatus []any `json:"task_status"`
+	// TaskStatus is TiCDC's: per member running pipelines of the
+	// changefeed (its producer), the tables it runs. Empty while nothing
+	// is placed.
+	TaskStatus []taskStatusJSON `json:"task_status"`
+	// Pipelines is ours: every table pipeline with its placement and
+	// progress. The key carries our name so that no TiCDC version's key can
+	// ever mean something else here.
+	Pipelines []pipelineJSON `json:"tidestream_pipelines"`
 }
 
-func renderDetail(info *pb.ChangefeedInfo) (detailJSON, error) {
+// taskStatusJSON is one entry of TiCDC's task_status.
+type taskStatusJSON struct {
+	CaptureID string  `json:"capture_id"`
+	TableIDs  []int64 `json:"table_ids"`
+}
+
+// pipelineJSON is one entry of tidestream_pipelines. The checkpoint keys
+// and format are the changefeed's own (checkpoint_tso, checkpoint_time);
+// member ids are those of `capture list`.
+type pipelineJSON struct {
+	TableID        int64      `json:"table_id"`
+	SchemaName     string     `json:"schema_name"`
+	TableName      string     `json:"table_name"`
+	PipelineID     int64      `json:"pipeline_id"`
+	Epoch          uint64     `json:"epoch"`
+	CheckpointTso  uint64     `json:"checkpoint_tso"`
+	CheckpointTime string     `json:"checkpoint_time"`
+	ResolvedTs     uint64     `json:"resolved_ts"`
+	PullerMember   string     `json:"puller_member"`
+	SorterMember   string     `json:"sorter_member"`
+	EncoderMember  string     `json:"encoder_member"`
+	ProducerMember string     `json:"producer_member"`
+	Error          *errorJSON `json:"error"`
+}
+
+func renderDetail(d *pb.ChangefeedDetail) (detailJSON, error) {
+	info := d.GetInfo()
 	base, err := renderInfo(info)
 	if err != nil {
 		return detailJSON{}, err
 	}
-	return detailJSON{
+	out := detailJSON{
 		UpstreamID:     base.UpstreamID,
 		Namespace:      base.Namespace,
 		ID:             base.ID,
@@ -168,6 +202,41 @@ func renderDetail(info *pb.ChangefeedInfo) (detailJSON, error) {
 		State:          base.State,
 		Error:          base.Error,
 		CreatorVersion: base.CreatorVersion,
-		TaskStatus:     []any{},
-	}, nil
+		TaskStatus:     renderTaskStatus(d.GetPipelines()),
+		Pipelines:      make([]pipelineJSON, 0, len(d.GetPipelines())),
+	}
+	for _, p := range d.GetPipelines() {
+		out.Pipelines = append(out.Pipelines, pipelineJSON{
+			TableID:        p.GetTableId(),
+			SchemaName:     p.GetSchemaName(),
+			TableName:      p.GetTableName(),
+			PipelineID:     p.GetPipelineId(),
+			Epoch:          p.GetEpoch(),
+			CheckpointTso:  p.GetCheckpointTs(),
+			CheckpointTime: tsoTime(p.GetCheckpointTs()).Local().Format(checkpointFormat),
+			ResolvedTs:     p.GetResolvedTs(),
+			PullerMember:   p.GetPullerMember(),
+			SorterMember:   p.GetSorterMember(),
+			EncoderMember:  p.GetEncoderMember(),
+			ProducerMember: p.GetProducerMember(),
+			Error:          renderError(p.GetError()),
+		})
+	}
+	return out, nil
+}
+
+// renderTaskStatus groups the pipelines by the member running them, as
+// TiCDC groups tables by capture: captures and table ids ascending.
+func renderTaskStatus(ps []*pb.TablePipeline) []taskStatusJSON {
+	byMember := map[string][]int64{}
+	for _, p := range ps {
+		byMember[p.GetProducerMember()] = append(byMember[p.GetProducerMember()], p.GetTableId())
+	}
+	out := make([]taskStatusJSON, 0, len(byMember))
+	for _, m := range slices.Sorted(maps.Keys(byMember)) {
+		ids := byMember[m]
+		slices.Sort(ids)
+		out = append(out, taskStatusJSON{CaptureID: m, TableIDs: slices.Compact(ids)})
+	}
+	return out
 }

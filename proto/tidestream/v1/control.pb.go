@@ -2079,6 +2079,365 @@ func (x *UpdateChangefeedRequest) GetTargetTs() uint64 {
 	return 0
 }
 
+// TablePipeline is one table pipeline of a changefeed as `changefeed
+// query` shows it: where the owner placed it (its PipelineAssignment) and how
+// far it got (its PipelineStatus, counted only when written under the
+// assignment's epoch; until then the checkpoint and resolved ts are the
+// assignment's start ts, where the pipeline resumes).
+type TablePipeline struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PipelineId    int64                  `protobuf:"varint,1,opt,name=pipeline_id,json=pipelineId,proto3" json:"pipeline_id,omitempty"`
+	TableId       int64                  `protobuf:"varint,2,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	SchemaName    string                 `protobuf:"bytes,3,opt,name=schema_name,json=schemaName,proto3" json:"schema_name,omitempty"`
+	TableName     string                 `protobuf:"bytes,4,opt,name=table_name,json=tableName,proto3" json:"table_name,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	StartTs       uint64                 `protobuf:"varint,6,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`
+	CheckpointTs  uint64                 `protobuf:"varint,7,opt,name=checkpoint_ts,json=checkpointTs,proto3" json:"checkpoint_ts,omitempty"`
+	ResolvedTs    uint64                 `protobuf:"varint,8,opt,name=resolved_ts,json=resolvedTs,proto3" json:"resolved_ts,omitempty"`
+	PullerMember  string                 `protobuf:"bytes,9,opt,name=puller_member,json=pullerMember,proto3" json:"puller_member,omitempty"`
+	SorterMember  string                 `protobuf:"bytes,10,opt,name=sorter_member,json=sorterMember,proto3" json:"sorter_member,omitempty"`
+	EncoderMember string                 `protobuf:"bytes,11,opt,name=encoder_member,json=encoderMember,proto3" json:"encoder_member,omitempty"`
+	// The member running the pipeline (it watches the assignment and writes
+	// the progress): TiCDC's capture_id in task_status and processor list.
+	ProducerMember string `protobuf:"bytes,12,opt,name=producer_member,json=producerMember,proto3" json:"producer_member,omitempty"`
+	// The pipeline's error while it fails and retries; unset once it
+	// recovers, or when no progress of this epoch was written yet.
+	Error *RunningError `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// The error is one no retry fixes; the owner fails the changefeed.
+	Fatal         bool `protobuf:"varint,14,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TablePipeline) Reset() {
+	*x = TablePipeline{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TablePipeline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TablePipeline) ProtoMessage() {}
+
+func (x *TablePipeline) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TablePipeline.ProtoReflect.Descriptor instead.
+func (*TablePipeline) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TablePipeline) GetPipelineId() int64 {
+	if x != nil {
+		return x.PipelineId
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetTableId() int64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetSchemaName() string {
+	if x != nil {
+		return x.SchemaName
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetTableName() string {
+	if x != nil {
+		return x.TableName
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetStartTs() uint64 {
+	if x != nil {
+		return x.StartTs
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetCheckpointTs() uint64 {
+	if x != nil {
+		return x.CheckpointTs
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetResolvedTs() uint64 {
+	if x != nil {
+		return x.ResolvedTs
+	}
+	return 0
+}
+
+func (x *TablePipeline) GetPullerMember() string {
+	if x != nil {
+		return x.PullerMember
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetSorterMember() string {
+	if x != nil {
+		return x.SorterMember
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetEncoderMember() string {
+	if x != nil {
+		return x.EncoderMember
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetProducerMember() string {
+	if x != nil {
+		return x.ProducerMember
+	}
+	return ""
+}
+
+func (x *TablePipeline) GetError() *RunningError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *TablePipeline) GetFatal() bool {
+	if x != nil {
+		return x.Fatal
+	}
+	return false
+}
+
+// ChangefeedDetail is `changefeed query`: the changefeed and its table
+// pipelines. TiCDC's task_status is the pipelines grouped by
+// producer_member.
+type ChangefeedDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Info  *ChangefeedInfo        `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// Ordered by table id, then pipeline id. Empty while the changefeed does
+	// not run (stopped, failed, finished) or before the owner placed it.
+	Pipelines     []*TablePipeline `protobuf:"bytes,2,rep,name=pipelines,proto3" json:"pipelines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangefeedDetail) Reset() {
+	*x = ChangefeedDetail{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangefeedDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangefeedDetail) ProtoMessage() {}
+
+func (x *ChangefeedDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangefeedDetail.ProtoReflect.Descriptor instead.
+func (*ChangefeedDetail) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ChangefeedDetail) GetInfo() *ChangefeedInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ChangefeedDetail) GetPipelines() []*TablePipeline {
+	if x != nil {
+		return x.Pipelines
+	}
+	return nil
+}
+
+// Processor is a changefeed running pipelines on a member (TiCDC's
+// processor): one per changefeed and producer member holding at least one
+// of its assignments.
+type Processor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ChangefeedId  string                 `protobuf:"bytes,2,opt,name=changefeed_id,json=changefeedId,proto3" json:"changefeed_id,omitempty"`
+	MemberId      string                 `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Processor) Reset() {
+	*x = Processor{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Processor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Processor) ProtoMessage() {}
+
+func (x *Processor) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Processor.ProtoReflect.Descriptor instead.
+func (*Processor) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Processor) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Processor) GetChangefeedId() string {
+	if x != nil {
+		return x.ChangefeedId
+	}
+	return ""
+}
+
+func (x *Processor) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+type ListProcessorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessorsRequest) Reset() {
+	*x = ListProcessorsRequest{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessorsRequest) ProtoMessage() {}
+
+func (x *ListProcessorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessorsRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessorsRequest) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+type ListProcessorsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ordered by namespace, changefeed id, member id.
+	Processors    []*Processor `protobuf:"bytes,1,rep,name=processors,proto3" json:"processors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessorsResponse) Reset() {
+	*x = ListProcessorsResponse{}
+	mi := &file_tidestream_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessorsResponse) ProtoMessage() {}
+
+func (x *ListProcessorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidestream_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessorsResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessorsResponse) Descriptor() ([]byte, []int) {
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListProcessorsResponse) GetProcessors() []*Processor {
+	if x != nil {
+		return x.Processors
+	}
+	return nil
+}
+
 type ResumeChangefeedRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -2094,7 +2453,7 @@ type ResumeChangefeedRequest struct {
 
 func (x *ResumeChangefeedRequest) Reset() {
 	*x = ResumeChangefeedRequest{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[22]
+	mi := &file_tidestream_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2465,7 @@ func (x *ResumeChangefeedRequest) String() string {
 func (*ResumeChangefeedRequest) ProtoMessage() {}
 
 func (x *ResumeChangefeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[22]
+	mi := &file_tidestream_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2478,7 @@ func (x *ResumeChangefeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeChangefeedRequest.ProtoReflect.Descriptor instead.
 func (*ResumeChangefeedRequest) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResumeChangefeedRequest) GetNamespace() string {
@@ -2167,7 +2526,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[23]
+	mi := &file_tidestream_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2538,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[23]
+	mi := &file_tidestream_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2551,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Member) GetId() string {
@@ -2245,7 +2604,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[24]
+	mi := &file_tidestream_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2616,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[24]
+	mi := &file_tidestream_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,19 +2629,21 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 type MembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// The tidestream cluster the members belong to (--cluster-id).
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[25]
+	mi := &file_tidestream_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2655,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[25]
+	mi := &file_tidestream_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2668,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2315,6 +2676,13 @@ func (x *MembersResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *MembersResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type OwnerRequest struct {
@@ -2325,7 +2693,7 @@ type OwnerRequest struct {
 
 func (x *OwnerRequest) Reset() {
 	*x = OwnerRequest{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[26]
+	mi := &file_tidestream_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2705,7 @@ func (x *OwnerRequest) String() string {
 func (*OwnerRequest) ProtoMessage() {}
 
 func (x *OwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[26]
+	mi := &file_tidestream_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2718,7 @@ func (x *OwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerRequest.ProtoReflect.Descriptor instead.
 func (*OwnerRequest) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 type OwnerResponse struct {
@@ -2363,7 +2731,7 @@ type OwnerResponse struct {
 
 func (x *OwnerResponse) Reset() {
 	*x = OwnerResponse{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[27]
+	mi := &file_tidestream_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2743,7 @@ func (x *OwnerResponse) String() string {
 func (*OwnerResponse) ProtoMessage() {}
 
 func (x *OwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[27]
+	mi := &file_tidestream_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2756,7 @@ func (x *OwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerResponse.ProtoReflect.Descriptor instead.
 func (*OwnerResponse) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OwnerResponse) GetOwner() *Member {
@@ -2406,7 +2774,7 @@ type ClusterHealthRequest struct {
 
 func (x *ClusterHealthRequest) Reset() {
 	*x = ClusterHealthRequest{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[28]
+	mi := &file_tidestream_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2786,7 @@ func (x *ClusterHealthRequest) String() string {
 func (*ClusterHealthRequest) ProtoMessage() {}
 
 func (x *ClusterHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[28]
+	mi := &file_tidestream_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2799,7 @@ func (x *ClusterHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealthRequest.ProtoReflect.Descriptor instead.
 func (*ClusterHealthRequest) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 type ClusterHealthResponse struct {
@@ -2448,7 +2816,7 @@ type ClusterHealthResponse struct {
 
 func (x *ClusterHealthResponse) Reset() {
 	*x = ClusterHealthResponse{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[29]
+	mi := &file_tidestream_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2828,7 @@ func (x *ClusterHealthResponse) String() string {
 func (*ClusterHealthResponse) ProtoMessage() {}
 
 func (x *ClusterHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[29]
+	mi := &file_tidestream_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2841,7 @@ func (x *ClusterHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealthResponse.ProtoReflect.Descriptor instead.
 func (*ClusterHealthResponse) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClusterHealthResponse) GetHealthy() bool {
@@ -2544,13 +2912,16 @@ type PipelineAssignment struct {
 	// overwritten checkpoint raises it, and the owner replaces assignments of
 	// an older run rather than let them go on from their own checkpoints.
 	ChangefeedEpoch uint64 `protobuf:"varint,15,opt,name=changefeed_epoch,json=changefeedEpoch,proto3" json:"changefeed_epoch,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The changefeed's target ts (0: none): the pipeline produces no commit
+	// after it, and its checkpoint stops there.
+	TargetTs      uint64 `protobuf:"varint,16,opt,name=target_ts,json=targetTs,proto3" json:"target_ts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PipelineAssignment) Reset() {
 	*x = PipelineAssignment{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[30]
+	mi := &file_tidestream_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2933,7 @@ func (x *PipelineAssignment) String() string {
 func (*PipelineAssignment) ProtoMessage() {}
 
 func (x *PipelineAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[30]
+	mi := &file_tidestream_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2946,7 @@ func (x *PipelineAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineAssignment.ProtoReflect.Descriptor instead.
 func (*PipelineAssignment) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PipelineAssignment) GetNamespace() string {
@@ -2683,6 +3054,13 @@ func (x *PipelineAssignment) GetChangefeedEpoch() uint64 {
 	return 0
 }
 
+func (x *PipelineAssignment) GetTargetTs() uint64 {
+	if x != nil {
+		return x.TargetTs
+	}
+	return 0
+}
+
 // PipelineStatus is one pipeline's progress as its producer reports it.
 type PipelineStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2707,7 +3085,7 @@ type PipelineStatus struct {
 
 func (x *PipelineStatus) Reset() {
 	*x = PipelineStatus{}
-	mi := &file_tidestream_v1_control_proto_msgTypes[31]
+	mi := &file_tidestream_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3097,7 @@ func (x *PipelineStatus) String() string {
 func (*PipelineStatus) ProtoMessage() {}
 
 func (x *PipelineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tidestream_v1_control_proto_msgTypes[31]
+	mi := &file_tidestream_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3110,7 @@ func (x *PipelineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineStatus.ProtoReflect.Descriptor instead.
 func (*PipelineStatus) Descriptor() ([]byte, []int) {
-	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidestream_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PipelineStatus) GetEpoch() uint64 {
@@ -2968,7 +3346,39 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x10_schema_registryB\x0e\n" +
 	"\f_config_tomlB\f\n" +
 	"\n" +
-	"_target_ts\"\xb9\x01\n" +
+	"_target_ts\"\xe5\x03\n" +
+	"\rTablePipeline\x12\x1f\n" +
+	"\vpipeline_id\x18\x01 \x01(\x03R\n" +
+	"pipelineId\x12\x19\n" +
+	"\btable_id\x18\x02 \x01(\x03R\atableId\x12\x1f\n" +
+	"\vschema_name\x18\x03 \x01(\tR\n" +
+	"schemaName\x12\x1d\n" +
+	"\n" +
+	"table_name\x18\x04 \x01(\tR\ttableName\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\bstart_ts\x18\x06 \x01(\x04R\astartTs\x12#\n" +
+	"\rcheckpoint_ts\x18\a \x01(\x04R\fcheckpointTs\x12\x1f\n" +
+	"\vresolved_ts\x18\b \x01(\x04R\n" +
+	"resolvedTs\x12#\n" +
+	"\rpuller_member\x18\t \x01(\tR\fpullerMember\x12#\n" +
+	"\rsorter_member\x18\n" +
+	" \x01(\tR\fsorterMember\x12%\n" +
+	"\x0eencoder_member\x18\v \x01(\tR\rencoderMember\x12'\n" +
+	"\x0fproducer_member\x18\f \x01(\tR\x0eproducerMember\x121\n" +
+	"\x05error\x18\r \x01(\v2\x1b.tidestream.v1.RunningErrorR\x05error\x12\x14\n" +
+	"\x05fatal\x18\x0e \x01(\bR\x05fatal\"\x81\x01\n" +
+	"\x10ChangefeedDetail\x121\n" +
+	"\x04info\x18\x01 \x01(\v2\x1d.tidestream.v1.ChangefeedInfoR\x04info\x12:\n" +
+	"\tpipelines\x18\x02 \x03(\v2\x1c.tidestream.v1.TablePipelineR\tpipelines\"k\n" +
+	"\tProcessor\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12#\n" +
+	"\rchangefeed_id\x18\x02 \x01(\tR\fchangefeedId\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\"\x17\n" +
+	"\x15ListProcessorsRequest\"R\n" +
+	"\x16ListProcessorsResponse\x128\n" +
+	"\n" +
+	"processors\x18\x01 \x03(\v2\x18.tidestream.v1.ProcessorR\n" +
+	"processors\"\xb9\x01\n" +
 	"\x17ResumeChangefeedRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x126\n" +
@@ -2982,9 +3392,11 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x19\n" +
 	"\bis_owner\x18\x06 \x01(\bR\aisOwner\"\x10\n" +
-	"\x0eMembersRequest\"B\n" +
+	"\x0eMembersRequest\"a\n" +
 	"\x0fMembersResponse\x12/\n" +
-	"\amembers\x18\x01 \x03(\v2\x15.tidestream.v1.MemberR\amembers\"\x0e\n" +
+	"\amembers\x18\x01 \x03(\v2\x15.tidestream.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x0e\n" +
 	"\fOwnerRequest\"<\n" +
 	"\rOwnerResponse\x12+\n" +
 	"\x05owner\x18\x01 \x01(\v2\x15.tidestream.v1.MemberR\x05owner\"\x16\n" +
@@ -2994,7 +3406,7 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x0eetcd_reachable\x18\x02 \x01(\bR\retcdReachable\x12\x1b\n" +
 	"\thas_owner\x18\x03 \x01(\bR\bhasOwner\x12!\n" +
 	"\fmember_count\x18\x04 \x01(\x05R\vmemberCount\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa0\x04\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xbd\x04\n" +
 	"\x12PipelineAssignment\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12#\n" +
 	"\rchangefeed_id\x18\x02 \x01(\tR\fchangefeedId\x12\x1f\n" +
@@ -3014,7 +3426,8 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"table_name\x18\r \x01(\tR\ttableName\x12\x19\n" +
 	"\btable_id\x18\x0e \x01(\x03R\atableId\x12)\n" +
-	"\x10changefeed_epoch\x18\x0f \x01(\x04R\x0fchangefeedEpoch\"\xde\x01\n" +
+	"\x10changefeed_epoch\x18\x0f \x01(\x04R\x0fchangefeedEpoch\x12\x1b\n" +
+	"\ttarget_ts\x18\x10 \x01(\x04R\btargetTs\"\xde\x01\n" +
 	"\x0ePipelineStatus\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\rcheckpoint_ts\x18\x02 \x01(\x04R\fcheckpointTs\x12\x1f\n" +
@@ -3030,7 +3443,7 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x18CHANGEFEED_STATE_STOPPED\x10\x03\x12\x1b\n" +
 	"\x17CHANGEFEED_STATE_FAILED\x10\x04\x12\x1d\n" +
 	"\x19CHANGEFEED_STATE_FINISHED\x10\x05\x12\x1c\n" +
-	"\x18CHANGEFEED_STATE_REMOVED\x10\x062\xb5\x04\n" +
+	"\x18CHANGEFEED_STATE_REMOVED\x10\x062\xe3\x05\n" +
 	"\x11ChangefeedService\x12O\n" +
 	"\x06Create\x12&.tidestream.v1.CreateChangefeedRequest\x1a\x1d.tidestream.v1.ChangefeedInfo\x12I\n" +
 	"\x03Get\x12#.tidestream.v1.GetChangefeedRequest\x1a\x1d.tidestream.v1.ChangefeedInfo\x12U\n" +
@@ -3038,7 +3451,9 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"\x06Update\x12&.tidestream.v1.UpdateChangefeedRequest\x1a\x1d.tidestream.v1.ChangefeedInfo\x12D\n" +
 	"\x05Pause\x12\x1c.tidestream.v1.ChangefeedRef\x1a\x1d.tidestream.v1.ChangefeedInfo\x12O\n" +
 	"\x06Resume\x12&.tidestream.v1.ResumeChangefeedRequest\x1a\x1d.tidestream.v1.ChangefeedInfo\x12E\n" +
-	"\x06Remove\x12\x1c.tidestream.v1.ChangefeedRef\x1a\x1d.tidestream.v1.ChangefeedInfo2\xf3\x01\n" +
+	"\x06Remove\x12\x1c.tidestream.v1.ChangefeedRef\x1a\x1d.tidestream.v1.ChangefeedInfo\x12M\n" +
+	"\x05Query\x12#.tidestream.v1.GetChangefeedRequest\x1a\x1f.tidestream.v1.ChangefeedDetail\x12]\n" +
+	"\x0eListProcessors\x12$.tidestream.v1.ListProcessorsRequest\x1a%.tidestream.v1.ListProcessorsResponse2\xf3\x01\n" +
 	"\x0eClusterService\x12H\n" +
 	"\aMembers\x12\x1d.tidestream.v1.MembersRequest\x1a\x1e.tidestream.v1.MembersResponse\x12B\n" +
 	"\x05Owner\x12\x1b.tidestream.v1.OwnerRequest\x1a\x1c.tidestream.v1.OwnerResponse\x12S\n" +
@@ -3057,7 +3472,7 @@ func file_tidestream_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidestream_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidestream_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_tidestream_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_tidestream_v1_control_proto_goTypes = []any{
 	(ChangefeedState)(0),            // 0: tidestream.v1.ChangefeedState
 	(*RunningError)(nil),            // 1: tidestream.v1.RunningError
@@ -3082,79 +3497,92 @@ var file_tidestream_v1_control_proto_goTypes = []any{
 	(*ListChangefeedsRequest)(nil),  // 20: tidestream.v1.ListChangefeedsRequest
 	(*ListChangefeedsResponse)(nil), // 21: tidestream.v1.ListChangefeedsResponse
 	(*UpdateChangefeedRequest)(nil), // 22: tidestream.v1.UpdateChangefeedRequest
-	(*ResumeChangefeedRequest)(nil), // 23: tidestream.v1.ResumeChangefeedRequest
-	(*Member)(nil),                  // 24: tidestream.v1.Member
-	(*MembersRequest)(nil),          // 25: tidestream.v1.MembersRequest
-	(*MembersResponse)(nil),         // 26: tidestream.v1.MembersResponse
-	(*OwnerRequest)(nil),            // 27: tidestream.v1.OwnerRequest
-	(*OwnerResponse)(nil),           // 28: tidestream.v1.OwnerResponse
-	(*ClusterHealthRequest)(nil),    // 29: tidestream.v1.ClusterHealthRequest
-	(*ClusterHealthResponse)(nil),   // 30: tidestream.v1.ClusterHealthResponse
-	(*PipelineAssignment)(nil),      // 31: tidestream.v1.PipelineAssignment
-	(*PipelineStatus)(nil),          // 32: tidestream.v1.PipelineStatus
-	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
-	(*Span)(nil),                    // 35: tidestream.v1.Span
-	(*Route)(nil),                   // 36: tidestream.v1.Route
+	(*TablePipeline)(nil),           // 23: tidestream.v1.TablePipeline
+	(*ChangefeedDetail)(nil),        // 24: tidestream.v1.ChangefeedDetail
+	(*Processor)(nil),               // 25: tidestream.v1.Processor
+	(*ListProcessorsRequest)(nil),   // 26: tidestream.v1.ListProcessorsRequest
+	(*ListProcessorsResponse)(nil),  // 27: tidestream.v1.ListProcessorsResponse
+	(*ResumeChangefeedRequest)(nil), // 28: tidestream.v1.ResumeChangefeedRequest
+	(*Member)(nil),                  // 29: tidestream.v1.Member
+	(*MembersRequest)(nil),          // 30: tidestream.v1.MembersRequest
+	(*MembersResponse)(nil),         // 31: tidestream.v1.MembersResponse
+	(*OwnerRequest)(nil),            // 32: tidestream.v1.OwnerRequest
+	(*OwnerResponse)(nil),           // 33: tidestream.v1.OwnerResponse
+	(*ClusterHealthRequest)(nil),    // 34: tidestream.v1.ClusterHealthRequest
+	(*ClusterHealthResponse)(nil),   // 35: tidestream.v1.ClusterHealthResponse
+	(*PipelineAssignment)(nil),      // 36: tidestream.v1.PipelineAssignment
+	(*PipelineStatus)(nil),          // 37: tidestream.v1.PipelineStatus
+	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(*Span)(nil),                    // 40: tidestream.v1.Span
+	(*Route)(nil),                   // 41: tidestream.v1.Route
 }
 var file_tidestream_v1_control_proto_depIdxs = []int32{
-	33, // 0: tidestream.v1.RunningError.time:type_name -> google.protobuf.Timestamp
+	38, // 0: tidestream.v1.RunningError.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: tidestream.v1.FilterConfig.event_filters:type_name -> tidestream.v1.EventFilterRule
 	2,  // 2: tidestream.v1.SinkConfig.dispatchers:type_name -> tidestream.v1.DispatchRule
 	3,  // 3: tidestream.v1.SinkConfig.column_selectors:type_name -> tidestream.v1.ColumnSelector
-	34, // 4: tidestream.v1.ReplicaConfig.sync_point_interval:type_name -> google.protobuf.Duration
-	34, // 5: tidestream.v1.ReplicaConfig.sync_point_retention:type_name -> google.protobuf.Duration
-	34, // 6: tidestream.v1.ReplicaConfig.changefeed_error_stuck_duration:type_name -> google.protobuf.Duration
+	39, // 4: tidestream.v1.ReplicaConfig.sync_point_interval:type_name -> google.protobuf.Duration
+	39, // 5: tidestream.v1.ReplicaConfig.sync_point_retention:type_name -> google.protobuf.Duration
+	39, // 6: tidestream.v1.ReplicaConfig.changefeed_error_stuck_duration:type_name -> google.protobuf.Duration
 	5,  // 7: tidestream.v1.ReplicaConfig.filter:type_name -> tidestream.v1.FilterConfig
 	6,  // 8: tidestream.v1.ReplicaConfig.mounter:type_name -> tidestream.v1.MounterConfig
 	9,  // 9: tidestream.v1.ReplicaConfig.sink:type_name -> tidestream.v1.SinkConfig
 	7,  // 10: tidestream.v1.ReplicaConfig.scheduler:type_name -> tidestream.v1.SchedulerConfig
 	8,  // 11: tidestream.v1.ReplicaConfig.integrity:type_name -> tidestream.v1.IntegrityConfig
-	34, // 12: tidestream.v1.KafkaSink.dial_timeout:type_name -> google.protobuf.Duration
-	34, // 13: tidestream.v1.KafkaSink.read_timeout:type_name -> google.protobuf.Duration
-	34, // 14: tidestream.v1.KafkaSink.write_timeout:type_name -> google.protobuf.Duration
+	39, // 12: tidestream.v1.KafkaSink.dial_timeout:type_name -> google.protobuf.Duration
+	39, // 13: tidestream.v1.KafkaSink.read_timeout:type_name -> google.protobuf.Duration
+	39, // 14: tidestream.v1.KafkaSink.write_timeout:type_name -> google.protobuf.Duration
 	11, // 15: tidestream.v1.KafkaSink.tls:type_name -> tidestream.v1.TLSConfig
 	12, // 16: tidestream.v1.KafkaSink.sasl:type_name -> tidestream.v1.SASLConfig
 	10, // 17: tidestream.v1.ChangefeedInfo.config:type_name -> tidestream.v1.ReplicaConfig
 	13, // 18: tidestream.v1.ChangefeedInfo.kafka:type_name -> tidestream.v1.KafkaSink
 	14, // 19: tidestream.v1.ChangefeedInfo.avro:type_name -> tidestream.v1.AvroOptions
-	33, // 20: tidestream.v1.ChangefeedInfo.create_time:type_name -> google.protobuf.Timestamp
+	38, // 20: tidestream.v1.ChangefeedInfo.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 21: tidestream.v1.ChangefeedInfo.state:type_name -> tidestream.v1.ChangefeedState
 	1,  // 22: tidestream.v1.ChangefeedInfo.error:type_name -> tidestream.v1.RunningError
 	0,  // 23: tidestream.v1.ChangefeedStatus.state:type_name -> tidestream.v1.ChangefeedState
 	1,  // 24: tidestream.v1.ChangefeedStatus.error:type_name -> tidestream.v1.RunningError
 	15, // 25: tidestream.v1.ListChangefeedsResponse.changefeeds:type_name -> tidestream.v1.ChangefeedInfo
-	33, // 26: tidestream.v1.Member.start_time:type_name -> google.protobuf.Timestamp
-	24, // 27: tidestream.v1.MembersResponse.members:type_name -> tidestream.v1.Member
-	24, // 28: tidestream.v1.OwnerResponse.owner:type_name -> tidestream.v1.Member
-	35, // 29: tidestream.v1.PipelineAssignment.spans:type_name -> tidestream.v1.Span
-	36, // 30: tidestream.v1.PipelineAssignment.route:type_name -> tidestream.v1.Route
-	1,  // 31: tidestream.v1.PipelineStatus.error:type_name -> tidestream.v1.RunningError
-	18, // 32: tidestream.v1.ChangefeedService.Create:input_type -> tidestream.v1.CreateChangefeedRequest
-	19, // 33: tidestream.v1.ChangefeedService.Get:input_type -> tidestream.v1.GetChangefeedRequest
-	20, // 34: tidestream.v1.ChangefeedService.List:input_type -> tidestream.v1.ListChangefeedsRequest
-	22, // 35: tidestream.v1.ChangefeedService.Update:input_type -> tidestream.v1.UpdateChangefeedRequest
-	17, // 36: tidestream.v1.ChangefeedService.Pause:input_type -> tidestream.v1.ChangefeedRef
-	23, // 37: tidestream.v1.ChangefeedService.Resume:input_type -> tidestream.v1.ResumeChangefeedRequest
-	17, // 38: tidestream.v1.ChangefeedService.Remove:input_type -> tidestream.v1.ChangefeedRef
-	25, // 39: tidestream.v1.ClusterService.Members:input_type -> tidestream.v1.MembersRequest
-	27, // 40: tidestream.v1.ClusterService.Owner:input_type -> tidestream.v1.OwnerRequest
-	29, // 41: tidestream.v1.ClusterService.Health:input_type -> tidestream.v1.ClusterHealthRequest
-	15, // 42: tidestream.v1.ChangefeedService.Create:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 43: tidestream.v1.ChangefeedService.Get:output_type -> tidestream.v1.ChangefeedInfo
-	21, // 44: tidestream.v1.ChangefeedService.List:output_type -> tidestream.v1.ListChangefeedsResponse
-	15, // 45: tidestream.v1.ChangefeedService.Update:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 46: tidestream.v1.ChangefeedService.Pause:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 47: tidestream.v1.ChangefeedService.Resume:output_type -> tidestream.v1.ChangefeedInfo
-	15, // 48: tidestream.v1.ChangefeedService.Remove:output_type -> tidestream.v1.ChangefeedInfo
-	26, // 49: tidestream.v1.ClusterService.Members:output_type -> tidestream.v1.MembersResponse
-	28, // 50: tidestream.v1.ClusterService.Owner:output_type -> tidestream.v1.OwnerResponse
-	30, // 51: tidestream.v1.ClusterService.Health:output_type -> tidestream.v1.ClusterHealthResponse
-	42, // [42:52] is the sub-list for method output_type
-	32, // [32:42] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	1,  // 26: tidestream.v1.TablePipeline.error:type_name -> tidestream.v1.RunningError
+	15, // 27: tidestream.v1.ChangefeedDetail.info:type_name -> tidestream.v1.ChangefeedInfo
+	23, // 28: tidestream.v1.ChangefeedDetail.pipelines:type_name -> tidestream.v1.TablePipeline
+	25, // 29: tidestream.v1.ListProcessorsResponse.processors:type_name -> tidestream.v1.Processor
+	38, // 30: tidestream.v1.Member.start_time:type_name -> google.protobuf.Timestamp
+	29, // 31: tidestream.v1.MembersResponse.members:type_name -> tidestream.v1.Member
+	29, // 32: tidestream.v1.OwnerResponse.owner:type_name -> tidestream.v1.Member
+	40, // 33: tidestream.v1.PipelineAssignment.spans:type_name -> tidestream.v1.Span
+	41, // 34: tidestream.v1.PipelineAssignment.route:type_name -> tidestream.v1.Route
+	1,  // 35: tidestream.v1.PipelineStatus.error:type_name -> tidestream.v1.RunningError
+	18, // 36: tidestream.v1.ChangefeedService.Create:input_type -> tidestream.v1.CreateChangefeedRequest
+	19, // 37: tidestream.v1.ChangefeedService.Get:input_type -> tidestream.v1.GetChangefeedRequest
+	20, // 38: tidestream.v1.ChangefeedService.List:input_type -> tidestream.v1.ListChangefeedsRequest
+	22, // 39: tidestream.v1.ChangefeedService.Update:input_type -> tidestream.v1.UpdateChangefeedRequest
+	17, // 40: tidestream.v1.ChangefeedService.Pause:input_type -> tidestream.v1.ChangefeedRef
+	28, // 41: tidestream.v1.ChangefeedService.Resume:input_type -> tidestream.v1.ResumeChangefeedRequest
+	17, // 42: tidestream.v1.ChangefeedService.Remove:input_type -> tidestream.v1.ChangefeedRef
+	19, // 43: tidestream.v1.ChangefeedService.Query:input_type -> tidestream.v1.GetChangefeedRequest
+	26, // 44: tidestream.v1.ChangefeedService.ListProcessors:input_type -> tidestream.v1.ListProcessorsRequest
+	30, // 45: tidestream.v1.ClusterService.Members:input_type -> tidestream.v1.MembersRequest
+	32, // 46: tidestream.v1.ClusterService.Owner:input_type -> tidestream.v1.OwnerRequest
+	34, // 47: tidestream.v1.ClusterService.Health:input_type -> tidestream.v1.ClusterHealthRequest
+	15, // 48: tidestream.v1.ChangefeedService.Create:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 49: tidestream.v1.ChangefeedService.Get:output_type -> tidestream.v1.ChangefeedInfo
+	21, // 50: tidestream.v1.ChangefeedService.List:output_type -> tidestream.v1.ListChangefeedsResponse
+	15, // 51: tidestream.v1.ChangefeedService.Update:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 52: tidestream.v1.ChangefeedService.Pause:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 53: tidestream.v1.ChangefeedService.Resume:output_type -> tidestream.v1.ChangefeedInfo
+	15, // 54: tidestream.v1.ChangefeedService.Remove:output_type -> tidestream.v1.ChangefeedInfo
+	24, // 55: tidestream.v1.ChangefeedService.Query:output_type -> tidestream.v1.ChangefeedDetail
+	27, // 56: tidestream.v1.ChangefeedService.ListProcessors:output_type -> tidestream.v1.ListProcessorsResponse
+	31, // 57: tidestream.v1.ClusterService.Members:output_type -> tidestream.v1.MembersResponse
+	33, // 58: tidestream.v1.ClusterService.Owner:output_type -> tidestream.v1.OwnerResponse
+	35, // 59: tidestream.v1.ClusterService.Health:output_type -> tidestream.v1.ClusterHealthResponse
+	48, // [48:60] is the sub-list for method output_type
+	36, // [36:48] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_tidestream_v1_control_proto_init() }
@@ -3170,7 +3598,7 @@ func file_tidestream_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidestream_v1_control_proto_rawDesc), len(file_tidestream_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

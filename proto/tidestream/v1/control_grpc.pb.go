@@ -23,13 +23,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ChangefeedService_Create_FullMethodName = "/tidestream.v1.ChangefeedService/Create"
-	ChangefeedService_Get_FullMethodName    = "/tidestream.v1.ChangefeedService/Get"
-	ChangefeedService_List_FullMethodName   = "/tidestream.v1.ChangefeedService/List"
-	ChangefeedService_Update_FullMethodName = "/tidestream.v1.ChangefeedService/Update"
-	ChangefeedService_Pause_FullMethodName  = "/tidestream.v1.ChangefeedService/Pause"
-	ChangefeedService_Resume_FullMethodName = "/tidestream.v1.ChangefeedService/Resume"
-	ChangefeedService_Remove_FullMethodName = "/tidestream.v1.ChangefeedService/Remove"
+	ChangefeedService_Create_FullMethodName         = "/tidestream.v1.ChangefeedService/Create"
+	ChangefeedService_Get_FullMethodName            = "/tidestream.v1.ChangefeedService/Get"
+	ChangefeedService_List_FullMethodName           = "/tidestream.v1.ChangefeedService/List"
+	ChangefeedService_Update_FullMethodName         = "/tidestream.v1.ChangefeedService/Update"
+	ChangefeedService_Pause_FullMethodName          = "/tidestream.v1.ChangefeedService/Pause"
+	ChangefeedService_Resume_FullMethodName         = "/tidestream.v1.ChangefeedService/Resume"
+	ChangefeedService_Remove_FullMethodName         = "/tidestream.v1.ChangefeedService/Remove"
+	ChangefeedService_Query_FullMethodName          = "/tidestream.v1.ChangefeedService/Query"
+	ChangefeedService_ListProcessors_FullMethodName = "/tidestream.v1.ChangefeedService/ListProcessors"
 )
 
 // ChangefeedServiceClient is the client API for ChangefeedService service.
@@ -48,6 +50,12 @@ type ChangefeedServiceClient interface {
 	Pause(ctx context.Context, in *ChangefeedRef, opts ...grpc.CallOption) (*ChangefeedInfo, error)
 	Resume(ctx context.Context, in *ResumeChangefeedRequest, opts ...grpc.CallOption) (*ChangefeedInfo, error)
 	Remove(ctx context.Context, in *ChangefeedRef, opts ...grpc.CallOption) (*ChangefeedInfo, error)
+	// Query is Get plus where the changefeed's table pipelines run and how
+	// far each got.
+	Query(ctx context.Context, in *GetChangefeedRequest, opts ...grpc.CallOption) (*ChangefeedDetail, error)
+	// ListProcessors lists, for every changefeed, the members running its
+	// pipelines (`cdc cli processor list`).
+	ListProcessors(ctx context.Context, in *ListProcessorsRequest, opts ...grpc.CallOption) (*ListProcessorsResponse, error)
 }
 
 type changefeedServiceClient struct {
@@ -128,6 +136,26 @@ func (c *changefeedServiceClient) Remove(ctx context.Context, in *ChangefeedRef,
 	return out, nil
 }
 
+func (c *changefeedServiceClient) Query(ctx context.Context, in *GetChangefeedRequest, opts ...grpc.CallOption) (*ChangefeedDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangefeedDetail)
+	err := c.cc.Invoke(ctx, ChangefeedService_Query_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *changefeedServiceClient) ListProcessors(ctx context.Context, in *ListProcessorsRequest, opts ...grpc.CallOption) (*ListProcessorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProcessorsResponse)
+	err := c.cc.Invoke(ctx, ChangefeedService_ListProcessors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChangefeedServiceServer is the server API for ChangefeedService service.
 // All implementations must embed UnimplementedChangefeedServiceServer
 // for forward compatibility.
@@ -144,6 +172,12 @@ type ChangefeedServiceServer interface {
 	Pause(context.Context, *ChangefeedRef) (*ChangefeedInfo, error)
 	Resume(context.Context, *ResumeChangefeedRequest) (*ChangefeedInfo, error)
 	Remove(context.Context, *ChangefeedRef) (*ChangefeedInfo, error)
+	// Query is Get plus where the changefeed's table pipelines run and how
+	// far each got.
+	Query(context.Context, *GetChangefeedRequest) (*ChangefeedDetail, error)
+	// ListProcessors lists, for every changefeed, the members running its
+	// pipelines (`cdc cli processor list`).
+	ListProcessors(context.Context, *ListProcessorsRequest) (*ListProcessorsResponse, error)
 	mustEmbedUnimplementedChangefeedServiceServer()
 }
 
@@ -174,6 +208,12 @@ func (UnimplementedChangefeedServiceServer) Resume(context.Context, *ResumeChang
 }
 func (UnimplementedChangefeedServiceServer) Remove(context.Context, *ChangefeedRef) (*ChangefeedInfo, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Remove not implemented")
+}
+func (UnimplementedChangefeedServiceServer) Query(context.Context, *GetChangefeedRequest) (*ChangefeedDetail, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedChangefeedServiceServer) ListProcessors(context.Context, *ListProcessorsRequest) (*ListProcessorsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListProcessors not implemented")
 }
 func (UnimplementedChangefeedServiceServer) mustEmbedUnimplementedChangefeedServiceServer() {}
 func (UnimplementedChangefeedServiceServer) testEmbeddedByValue()                           {}
@@ -322,6 +362,42 @@ func _ChangefeedService_Remove_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ChangefeedService_Query_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetChangefeedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChangefeedServiceServer).Query(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChangefeedService_Query_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChangefeedServiceServer).Query(ctx, req.(*GetChangefeedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChangefeedService_ListProcessors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProcessorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChangefeedServiceServer).ListProcessors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChangefeedService_ListProcessors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChangefeedServiceServer).ListProcessors(ctx, req.(*ListProcessorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ChangefeedService_ServiceDesc is the grpc.ServiceDesc for ChangefeedService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -356,6 +432,14 @@ var ChangefeedService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Remove",
 			Handler:    _ChangefeedService_Remove_Handler,
+		},
+		{
+			MethodName: "Query",
+			Handler:    _ChangefeedService_Query_Handler,
+		},
+		{
+			MethodName: "ListProcessors",
+			Handler:    _ChangefeedService_ListProcessors_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -88,7 +88,7 @@ func newRoot() *cobra.Command {
 
 func cliCmd() *cobra.Command {
 	c := &cobra.Command{Use: "cli", Short: "Manage tidestream (TiCDC-compatible commands)"}
-	c.AddCommand(cli.NewChangefeedCommand())
+	c.AddCommand(cli.NewChangefeedCommand(), cli.NewCaptureCommand(), cli.NewProcessorCommand())
 	return c
 }
 
