@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -43,6 +44,12 @@ type Config struct {
 	// failover under 10 s (expiry ≤ TTL, then the next campaigner wins at
 	// once) while tolerating a few missed keep-alives (sent every TTL/3).
 	TTL time.Duration
+	// TakeOver: the etcd is this process's own (embedded in its data
+	// dir, which only one process can open), so a live member key with
+	// this id can only be a previous incarnation's, killed before its
+	// lease expired. Its lease is revoked — its member and owner keys go
+	// at once — instead of refusing to start until it expires.
+	TakeOver bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -101,6 +108,12 @@ func Register(ctx context.Context, cli *clientv3.Client, keys store.Keys, cfg Co
 		return nil, fmt.Errorf("member: encode record: %w", err)
 	}
 	key := keys.Member(cfg.ID)
+	if cfg.TakeOver {
+		if err := takeOver(ctx, cli, key, log); err != nil {
+			_ = session.Close()
+			return nil, err
+		}
+	}
 	// Refuse to register over a live member with the same id: two processes
 	// sharing an id would fence each other's writes unpredictably.
 	resp, err := cli.Txn(ctx).
@@ -117,6 +130,23 @@ func Register(ctx context.Context, cli *clientv3.Client, keys store.Keys, cfg Co
 	}
 	log.Info("member registered", "member", cfg.ID, "addr", cfg.Addr, "lease", fmt.Sprintf("%x", session.Lease()), "ttl", cfg.TTL.String())
 	return &Registration{cfg: cfg, session: session, key: key, log: log}, nil
+}
+
+// takeOver revokes the lease of a previous incarnation's member key.
+func takeOver(ctx context.Context, cli *clientv3.Client, key string, log *slog.Logger) error {
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("member: read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease == 0 {
+		return nil
+	}
+	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
+	if _, err := cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("member: revoke the previous incarnation's lease %x: %w", lease, err)
+	}
+	log.Info("took over from a previous incarnation killed before its lease expired", "key", key, "lease", fmt.Sprintf("%x", lease))
+	return nil
 }
 
 // Session is the member's etcd session, shared with the owner campaign so

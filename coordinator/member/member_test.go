@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tidestream/tidestream/coordinator/internal/etcdtest"
 	"github.com/tidestream/tidestream/coordinator/member"
@@ -102,4 +103,38 @@ func TestCloseWithoutRunRevokes(t *testing.T) {
 	default:
 		t.Fatal("the keep-alive still runs after Close")
 	}
+}
+
+// A restart on its own embedded etcd takes over from the incarnation
+// killed before its lease expired: that lease is revoked, so its keys go
+// at once, and the new one registers.
+func TestTakeOverRevokesThePreviousIncarnation(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	keys, err := store.NewKeys("t")
+	require.NoError(t, err)
+	ctx := context.Background()
+	long := cfg("m1")
+	long.TTL = time.Minute
+	killed, err := member.Register(ctx, cli, keys, long)
+	require.NoError(t, err)
+	t.Cleanup(killed.Close)
+	// Its owner key, under the same lease, goes with it.
+	_, err = cli.Put(ctx, keys.OwnerPrefix()+"x", "m1", clientv3.WithLease(killed.Session().Lease()))
+	require.NoError(t, err)
+
+	_, err = member.Register(ctx, cli, keys, cfg("m1"))
+	require.ErrorContains(t, err, "already registered", "without TakeOver the live key is respected")
+
+	again := cfg("m1")
+	again.TakeOver = true
+	reg, err := member.Register(ctx, cli, keys, again)
+	require.NoError(t, err)
+	t.Cleanup(reg.Close)
+	resp, err := cli.Get(ctx, keys.OwnerPrefix(), clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Empty(t, resp.Kvs, "the previous incarnation's owner key is gone")
+	resp, err = cli.Get(ctx, keys.Member("m1"))
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+	require.Equal(t, int64(reg.Session().Lease()), resp.Kvs[0].Lease, "registered under the new lease")
 }

@@ -231,9 +231,10 @@ func (f *feed) attach(ctx context.Context, p *pipe, fromTs uint64, route *tidest
 func (f *feed) attachLocked(hi *history, p *pipe, route *tidestreamv1.Route) {
 	hi.refs++
 	hi.pipes[p] = struct{}{}
-	if route != nil {
+	if hi.route == nil {
 		hi.route = route
 	}
+	hi.rerouteLocked()
 	if hi.idle != nil {
 		hi.idle.Stop()
 		hi.idle = nil
@@ -250,6 +251,7 @@ func (f *feed) detach(hi *history, p *pipe) {
 	hi.refs--
 	delete(hi.pipes, p)
 	if hi.refs > 0 {
+		hi.rerouteLocked()
 		hi.forgetLocked()
 		return
 	}

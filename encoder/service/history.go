@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/pingcap/tidb/pkg/tablecodec"
@@ -26,7 +27,8 @@ type history struct {
 	h     *schema.History
 
 	// id and epoch name its DDL pipeline on the sorter: one per history
-	// of this process, so histories never fence each other.
+	// of this process, so histories never fence each other. The epoch is
+	// raised (under feed.mu) when the stream moves to another route.
 	id    int64
 	epoch uint64
 
@@ -36,7 +38,8 @@ type history struct {
 
 	// Guarded by feed.mu.
 	refs    int
-	route   *tidestreamv1.Route // of the pipeline that attached last: the DDL stream follows it on retry
+	route   *tidestreamv1.Route // the DDL stream's: one an attached pipeline uses (rerouteLocked)
+	restart context.CancelFunc  // ends the current DDL stream, which then subscribes again on route
 	pipes   map[*pipe]struct{}
 	idle    *time.Timer
 	stopped bool
@@ -67,6 +70,51 @@ func ddlPipelineID(member string, seq uint64) int64 {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s/%d", member, seq)
 	return -int64(h.Sum64()>>1) - 1
+}
+
+// rerouteLocked moves the DDL stream to an attached pipeline's route when
+// none of them uses its current one any more: the owner moved them all off
+// it, most likely because its puller or sorter died, which the sorter
+// would otherwise retry in place for ever while every pipeline here waits
+// on the history. A new epoch makes the sorter start the DDL pipeline
+// afresh on the new route. While some attached pipeline still uses the
+// route, it stays: pipelines of one changefeed spread over several pullers
+// must not make the stream hop between them. f.mu held.
+func (hi *history) rerouteLocked() {
+	if len(hi.pipes) == 0 {
+		return
+	}
+	var (
+		next   *tidestreamv1.Route
+		nextID int64
+	)
+	for p := range hi.pipes {
+		r := p.req.GetRoute()
+		if r == nil {
+			continue
+		}
+		if sameUpstream(r, hi.route) {
+			return
+		}
+		if id := p.req.GetPipelineId(); next == nil || id < nextID { // any will do; the same one every time
+			next, nextID = r, id
+		}
+	}
+	if next == nil {
+		return
+	}
+	hi.route = next
+	if hi.restart != nil {
+		hi.epoch++
+		hi.restart()
+	}
+}
+
+// sameUpstream reports whether two routes reach the same sorter, puller and
+// PD: what the DDL stream uses of a route.
+func sameUpstream(a, b *tidestreamv1.Route) bool {
+	return a.GetSorterAddr() == b.GetSorterAddr() && a.GetPullerAddr() == b.GetPullerAddr() &&
+		slices.Equal(a.GetPdAddrs(), b.GetPdAddrs())
 }
 
 // failed returns why the history stopped, or nil while it runs.
@@ -126,17 +174,18 @@ func (hi *history) follow(dec *schema.JobDecoder) {
 
 func (hi *history) followOnce(dec *schema.JobDecoder) (progressed bool, err error) {
 	s := hi.f.s
+	ctx, cancel := context.WithCancel(hi.ctx)
+	defer cancel()
 	hi.f.mu.Lock()
-	route := hi.route
+	route, epoch := hi.route, hi.epoch
+	hi.restart = cancel
 	hi.f.mu.Unlock()
 	up, err := s.sorter(route)
 	if err != nil {
 		return false, err
 	}
-	ctx, cancel := context.WithCancel(hi.ctx)
-	defer cancel()
 	req := &tidestreamv1.SubscribeRequest{
-		ChangefeedId: hi.f.key.Changefeed, Namespace: hi.f.key.Namespace, PipelineId: hi.id, Epoch: hi.epoch,
+		ChangefeedId: hi.f.key.Changefeed, Namespace: hi.f.key.Namespace, PipelineId: hi.id, Epoch: epoch,
 		FromTs: hi.h.Resolved(), Spans: []*tidestreamv1.Span{jobSpan()}, Route: route,
 	}
 	stream, err := up.Subscribe(ctx, req)
@@ -177,7 +226,7 @@ func (hi *history) followOnce(dec *schema.JobDecoder) (progressed bool, err erro
 			}
 			lastAck = time.Now()
 			if _, err := up.Ack(ctx, &tidestreamv1.PipelineProgress{ChangefeedId: req.ChangefeedId, Namespace: req.Namespace,
-				PipelineId: hi.id, Epoch: hi.epoch, CheckpointTs: r}); err != nil && ctx.Err() == nil {
+				PipelineId: hi.id, Epoch: epoch, CheckpointTs: r}); err != nil && ctx.Err() == nil {
 				s.log.Debug("ack DDL pipeline", "changefeed", hi.f.key.Changefeed, "err", err)
 			}
 		}

@@ -367,3 +367,49 @@ func TestPipelineBelowReleasedVersionsGetsItsOwnHistory(t *testing.T) {
 	require.Equal(t, int64(2), recs[0].value["v"])
 	require.NotContains(t, recs[0].value, "c", "written before ADD COLUMN")
 }
+
+// The DDL stream follows a route an attached pipeline uses: it stays while
+// one does (pipelines spread over two pullers must not make it hop), and
+// moves, under a new epoch, once the owner moved them all off its route —
+// its puller may be dead, which its sorter would retry for ever while every
+// pipeline here waits on the history.
+func TestDDLStreamLeavesARouteNoPipelineUses(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t, keyedTable(), sendAll(), nil)
+	other := &fakeSorter{ddl: make(chan *tidestreamv1.SortedBatch, 16), table: sendAll()}
+	otherAddr := serve(t, func(g *grpc.Server) { tidestreamv1.RegisterSorterServiceServer(g, other) })
+	routeA := &tidestreamv1.Route{SorterAddr: e.svc.cfg.SorterAddr, PullerAddr: "puller-a:1"}
+	routeB := &tidestreamv1.Route{SorterAddr: otherAddr, PullerAddr: "puller-b:1"}
+	ddlReqs := func(f *fakeSorter) []*tidestreamv1.SubscribeRequest {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var out []*tidestreamv1.SubscribeRequest
+		for _, r := range f.reqs {
+			if r.GetPipelineId() < 0 {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	subscribe := func(id int64, route *tidestreamv1.Route) context.CancelFunc {
+		sctx, cancel := context.WithCancel(ctx)
+		_, err := e.client.Subscribe(sctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: id, Epoch: 1, FromTs: snapTs, Spans: tableSpan(), Route: route})
+		require.NoError(t, err)
+		return cancel
+	}
+
+	stop1 := subscribe(1, routeA)
+	require.Eventually(t, func() bool { return len(ddlReqs(e.sorter)) == 1 }, 10*time.Second, time.Millisecond)
+	first := ddlReqs(e.sorter)[0]
+	subscribe(2, routeB)
+	require.Eventually(t, func() bool { return len(other.tableReqs()) == 1 }, 10*time.Second, time.Millisecond)
+	require.Empty(t, ddlReqs(other), "pipeline 1 still uses route A: the DDL stream stays")
+
+	stop1() // the owner moved pipeline 1 off route A
+	require.Eventually(t, func() bool { return len(ddlReqs(other)) == 1 }, 10*time.Second, time.Millisecond, "the DDL stream moved to route B")
+	moved := ddlReqs(other)[0]
+	require.Equal(t, first.GetPipelineId(), moved.GetPipelineId())
+	require.Greater(t, moved.GetEpoch(), first.GetEpoch(), "a new epoch, so the sorter starts it afresh")
+	require.Equal(t, "puller-b:1", moved.GetRoute().GetPullerAddr())
+	require.Len(t, ddlReqs(e.sorter), 1, "not re-subscribed on route A")
+}

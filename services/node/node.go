@@ -336,6 +336,9 @@ func (n *Node) Run(ctx context.Context) error {
 	reg, err := member.Register(ctx, n.etcd, n.keys, member.Config{
 		ID: n.cfg.MemberID, Addr: n.advert, Roles: n.cfg.Roles, Version: n.cfg.Version,
 		TTL: n.cfg.SessionTTL, Logger: n.log,
+		// Its own embedded etcd: a key with its id is its own, from a run
+		// killed before the lease expired (a restart after kill -9).
+		TakeOver: n.embedded != nil,
 	})
 	if err != nil {
 		return err
