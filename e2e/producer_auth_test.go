@@ -2,17 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -33,66 +25,6 @@ import (
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/services/devstack"
 )
-
-// testCA is a CA and a server certificate for 127.0.0.1 it signed, as PEM
-// files, and a pool that trusts the CA.
-type testCA struct {
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-}
-
-// newTestCA writes a fresh CA and a 127.0.0.1 server certificate into a
-// temp dir. They are valid for an hour either side of now.
-func newTestCA(t *testing.T) testCA {
-	t.Helper()
-	dir := t.TempDir()
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tidestream e2e CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-		return p
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return testCA{
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-		certFile: write("server.pem", "CERTIFICATE", leafDER),
-		keyFile:  write("server-key.pem", "PRIVATE KEY", keyDER),
-		pool:     pool,
-	}
-}
 
 // TestProducerSASLPlainOverTLS runs the Confluent Cloud recipe of the seed
 // guide (kafka-avro-output.md, appendix B) through `cdc server`: a sink URI
@@ -119,16 +51,17 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	)
 	pg := startPlayground(t)
 	etcd := harness.StartEtcd(t)
-	ca := newTestCA(t)
+	ca, err := devstack.WriteLoopbackCA(t.TempDir(), time.Hour)
+	require.NoError(t, err)
 	cfg := devstack.DefaultConfig()
 	cfg.Brokers = 3 // replication-factor=3 needs three
-	cfg.TLSCertFile, cfg.TLSKeyFile = ca.certFile, ca.keyFile
+	cfg.TLSCertFile, cfg.TLSKeyFile = ca.CertFile, ca.KeyFile
 	cfg.SASLUsers = []devstack.Credential{{User: user, Password: password}}
 	dev := startDevstack(t, cfg)
 
 	// The sink URI names no CA: the system roots verify the brokers, and Go
 	// reads them from SSL_CERT_FILE when it is set.
-	srv, srvAddr := startCDCServer(t, etcd.Endpoint, pg.pdAddr, t.TempDir(), []string{"SSL_CERT_FILE=" + ca.caFile})
+	srv, srvAddr := startCDCServer(t, etcd.Endpoint, pg.pdAddr, t.TempDir(), []string{"SSL_CERT_FILE=" + ca.CAFile})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -230,7 +163,7 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 	// Over TLS with the test CA and SASL PLAIN, as the server connects.
 	secure := []kgo.Opt{
 		kgo.SeedBrokers(dev.Kafka...),
-		kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}),
+		kgo.DialTLSConfig(&tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}),
 		kgo.SASL(plain.Auth{User: user, Pass: password}.AsMechanism()),
 	}
 	const topic = "tidb_sasl_t"
@@ -291,7 +224,7 @@ func TestProducerSASLPlainOverTLS(t *testing.T) {
 		"sasl.mechanisms":   "PLAIN",
 		"sasl.username":     user,
 		"sasl.password":     password,
-		"ssl.ca.location":   ca.caFile,
+		"ssl.ca.location":   ca.CAFile,
 	}
 	pyCount, pyTombstones := pythonAvroConsume(ctx, t, brokers, dev.Registry, topic, want, sec)
 	require.Equal(t, want, pyCount)
