@@ -259,7 +259,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 			f := feeds[cfKey{namespaceOr(a.GetNamespace()), a.GetChangefeedId()}]
 			a.ChangefeedEpoch = f.cf.Status.GetEpoch()
 			a.TargetTs = f.cf.Info.GetTargetTs()
-			puts[assignmentKey(a)] = true
+			puts[s.assignmentKey(a)] = true
 			f.current[a.GetPipelineId()] = a
 		} else if u := op.Unassign; u != nil {
 			if f := feeds[cfKey{namespaceOr(u.GetNamespace()), u.GetChangefeedId()}]; f != nil && f.current[u.GetPipelineId()] == u {
@@ -271,7 +271,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 		// A record of an earlier run that this plan overwrites under the
 		// same key is replaced by the put; etcd refuses a transaction that
 		// names a key twice.
-		if !puts[assignmentKey(op.Delete)] {
+		if !puts[s.assignmentKey(op.Delete)] {
 			ops = append(ops, op)
 		}
 	}
@@ -564,8 +564,9 @@ func progressFeeds(p map[store.PipelineRef]*pb.PipelineStatus) []cfKey {
 	return out
 }
 
-func assignmentKey(a *pb.PipelineAssignment) string {
-	return fmt.Sprintf("%s/%s/%s/%d", a.GetProducerMember(), namespaceOr(a.GetNamespace()), a.GetChangefeedId(), a.GetPipelineId())
+// assignmentKey is the etcd key a record is stored under.
+func (s *Scheduler) assignmentKey(a *pb.PipelineAssignment) string {
+	return s.cfg.Store.Keys().Assignment(a.GetProducerMember(), namespaceOr(a.GetNamespace()), a.GetChangefeedId(), a.GetPipelineId())
 }
 
 func namespaceOr(ns string) string {
