@@ -51,6 +51,11 @@ type Config struct {
 	// PipelineTables reads the tables a changefeed replicates, for the
 	// owner's placement of its pipelines.
 	PipelineTables scheduler.TableLister
+	// SchemaVersion, when set, makes the owner follow tables that DDL
+	// creates and drops after a changefeed's checkpoint.
+	SchemaVersion scheduler.SchemaVersion
+	// TablesBetween goes with SchemaVersion (scheduler.Config).
+	TablesBetween func(ctx context.Context, cf *store.Changefeed, from, to uint64) ([]scheduler.Table, error)
 	// ScheduleInterval paces the owner's placement and progress rounds
 	// (scheduler.DefaultInterval when 0).
 	ScheduleInterval time.Duration
@@ -210,7 +215,7 @@ func (c *Coordinator) Run(ctx context.Context, reg *member.Registration) error {
 func (c *Coordinator) ownerDuty(ctx context.Context, fence store.Fence) error {
 	c.isOwner.Store(true)
 	defer c.isOwner.Store(false)
-	sched, err := scheduler.New(scheduler.Config{Store: c.store, Tables: c.cfg.PipelineTables, Interval: c.cfg.ScheduleInterval, Logger: c.log})
+	sched, err := scheduler.New(scheduler.Config{Store: c.store, Tables: c.cfg.PipelineTables, SchemaVersion: c.cfg.SchemaVersion, TablesBetween: c.cfg.TablesBetween, Interval: c.cfg.ScheduleInterval, Logger: c.log})
 	if err != nil {
 		return err
 	}

@@ -23,11 +23,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tidestream/tidestream/coordinator/cdcerr"
 	"github.com/tidestream/tidestream/coordinator/changefeed"
@@ -49,10 +52,25 @@ type Table struct {
 // tables under its filter, read from its upstream.
 type TableLister func(ctx context.Context, cf *store.Changefeed, ts uint64) ([]Table, error)
 
+// SchemaVersion reads a fresh TSO of a changefeed's upstream and TiDB's
+// schema version at it: every DDL raises the version, so an unchanged one
+// means the changefeed's tables are the same up to that ts.
+type SchemaVersion func(ctx context.Context, cf *store.Changefeed) (ts uint64, version int64, err error)
+
 // Config configures a Scheduler.
 type Config struct {
 	Store  *store.Store
 	Tables TableLister
+	// SchemaVersion, when set, makes the owner follow the tables a
+	// changefeed's run sees change after its first read (created,
+	// dropped, truncated, repartitioned, renamed out of or into the
+	// filter, made eligible). Nil keeps the first read's tables.
+	SchemaVersion SchemaVersion
+	// TablesBetween, with SchemaVersion, lists the tables DDL jobs
+	// finished in (from, to] left behind: one created and dropped or
+	// truncated between two reads shows only there, and its rows are
+	// replicated too.
+	TablesBetween func(ctx context.Context, cf *store.Changefeed, from, to uint64) ([]Table, error)
 	// Interval paces rounds. Default 1 s: a round reads the changefeeds,
 	// members, assignments and progress records once, whatever their
 	// number.
@@ -99,12 +117,34 @@ type Scheduler struct {
 type cfKey struct{ ns, id string }
 
 type tableList struct {
-	epoch, ts uint64
-	done      chan struct{} // closed when the read finished
-	// Set when done (under Scheduler.mu).
+	epoch uint64
+	done  chan struct{} // closed when the first read finished
+	// Set when done, and by refreshes (under Scheduler.mu).
 	tables   []Table
 	err      error
 	finished time.Time
+	// ts is the schema's resolved ts: the table set holds at least up to
+	// it, so the changefeed's checkpoint may not pass it. version is
+	// TiDB's schema version at ts (0 before the first refresh).
+	ts      uint64
+	version int64
+	// gone are tables that disappeared by the read at their at: their
+	// pipelines run on until they pass it, delivering the rows committed
+	// before the DDL.
+	gone map[int64]goneTable
+	// starts are where tables that appeared after the first read start:
+	// the ts of the read before, when they did not exist yet. seen is the
+	// read that found them. respan is, for a table whose spans changed,
+	// the ts of the read before the change: its pipeline restarts no
+	// later, so rows of a new partition are not skipped.
+	starts, seen, respan map[int64]uint64
+	refreshing           bool
+	refreshErr           error
+}
+
+type goneTable struct {
+	Table
+	at uint64
 }
 
 func (t *tableList) failed() bool { return t.err != nil }
@@ -162,8 +202,15 @@ func running(st pb.ChangefeedState) bool {
 type feed struct {
 	cf      *store.Changefeed
 	key     cfKey
-	tables  []Table // nil while unknown (the upstream could not be read)
+	list    *tableList // nil while unknown (the upstream could not be read)
 	readErr error
+	// Decided by want (from list, under Scheduler.mu): the tables to run
+	// now (nil while unknown), the bound the schema puts on the
+	// checkpoint, and where fresh or re-spanned pipelines start.
+	tables []Table
+	bound  uint64 // 0: none (the tables are not followed)
+	starts map[int64]uint64
+	respan map[int64]uint64
 	// current are its assignment records of this run (status epoch).
 	current map[int64]*pb.PipelineAssignment
 }
@@ -193,7 +240,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 		f := &feed{cf: cf, key: k, current: map[int64]*pb.PipelineAssignment{}}
 		feeds[k] = f
 		if running(cf.Status.GetState()) {
-			f.tables, f.readErr = s.tablesOf(ctx, cf)
+			f.list, f.readErr = s.tablesOf(ctx, cf)
 		}
 	}
 	s.mu.Lock()
@@ -237,6 +284,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 		if !running(f.cf.Status.GetState()) {
 			continue
 		}
+		s.want(f, progress)
 		if f.tables == nil {
 			for _, r := range sortedRecords(f.current) {
 				want = append(want, pipelineOf(f, r.GetPipelineId(), r.GetSchemaName(), r.GetTableName(), r.GetTableId(), r.GetSpans(), progress, lastEpoch, floor))
@@ -333,13 +381,14 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 // every other changefeed. Until it succeeds the changefeed's pipelines stay
 // as they are (nil tables); a failed read is tried again after
 // readRetry, its error shown meanwhile.
-func (s *Scheduler) tablesOf(ctx context.Context, cf *store.Changefeed) ([]Table, error) {
+func (s *Scheduler) tablesOf(ctx context.Context, cf *store.Changefeed) (*tableList, error) {
 	k := cfKey{namespaceOr(cf.Info.GetNamespace()), cf.Info.GetId()}
 	epoch, ts := cf.Status.GetEpoch(), cf.Status.GetCheckpointTs()
 	s.mu.Lock()
 	tl := s.tables[k]
 	if tl == nil || tl.epoch != epoch || tl.failed() && time.Since(tl.finished) > readRetry {
-		tl = &tableList{epoch: epoch, ts: ts, done: make(chan struct{})}
+		tl = &tableList{epoch: epoch, ts: ts, done: make(chan struct{}), gone: map[int64]goneTable{},
+			starts: map[int64]uint64{}, seen: map[int64]uint64{}, respan: map[int64]uint64{}}
 		s.tables[k] = tl
 		s.reads.Go(func() {
 			rctx, cancel := context.WithTimeout(ctx, readTimeout)
@@ -371,7 +420,99 @@ func (s *Scheduler) tablesOf(ctx context.Context, cf *store.Changefeed) ([]Table
 	if tl.err != nil {
 		return nil, fmt.Errorf("tables of changefeed %s/%s at %d: %w", k.ns, k.id, tl.ts, tl.err)
 	}
-	return tl.tables, nil
+	if tl.tables == nil {
+		return nil, nil // the first read is still on its way
+	}
+	if s.cfg.SchemaVersion != nil && !tl.refreshing {
+		tl.refreshing = true
+		s.reads.Go(func() { s.refresh(ctx, cf, k, tl) })
+	}
+	return tl, nil
+}
+
+// refresh moves a run's table set to the upstream's present: when the
+// schema version did not change only its resolved ts moves, else the
+// tables are read again and the difference recorded (see tableList).
+func (s *Scheduler) refresh(ctx context.Context, cf *store.Changefeed, k cfKey, tl *tableList) {
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	var tables []Table
+	var between []Table
+	ts, version, err := s.cfg.SchemaVersion(rctx, cf)
+	s.mu.Lock()
+	changed, prev := err == nil && version != tl.version, tl.ts
+	s.mu.Unlock()
+	if changed {
+		tables, err = s.cfg.Tables(rctx, cf, ts)
+	}
+	if changed && err == nil && s.cfg.TablesBetween != nil && ts > prev {
+		between, err = s.cfg.TablesBetween(rctx, cf, prev, ts)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tl.refreshing, tl.refreshErr = false, err
+	if err != nil {
+		s.log.Warn("following a changefeed's tables failed", "changefeed", k.id, "namespace", k.ns, "err", err)
+		return
+	}
+	if ts <= tl.ts {
+		return
+	}
+	if changed {
+		tl.apply(tables, between, ts)
+		s.log.Info("changefeed tables changed", "changefeed", k.id, "namespace", k.ns, "ts", ts, "tables", len(tl.tables), "gone", len(tl.gone))
+	}
+	tl.ts, tl.version = ts, version
+}
+
+// apply records the difference between the table set and tables, read at
+// ts; between are tables DDL left behind since the last read, some of
+// which may be gone already. Scheduler.mu held.
+func (tl *tableList) apply(tables, between []Table, ts uint64) {
+	before := make(map[int64]Table, len(tl.tables))
+	for _, t := range tl.tables {
+		before[t.ID] = t
+	}
+	now := make(map[int64]bool, len(tables))
+	for _, t := range tables {
+		now[t.ID] = true
+		old, existed := before[t.ID]
+		switch {
+		case !existed:
+			if _, ok := tl.gone[t.ID]; ok {
+				// Back (RECOVER TABLE) before its old pipeline stopped:
+				// that one simply goes on.
+				delete(tl.gone, t.ID)
+				continue
+			}
+			tl.starts[t.ID], tl.seen[t.ID] = tl.ts, ts
+		case !sameSpans(old.Spans, t.Spans):
+			tl.respan[t.ID] = tl.ts
+		}
+	}
+	for id, t := range before {
+		if !now[id] {
+			tl.gone[id] = goneTable{Table: t, at: ts}
+		}
+	}
+	for _, t := range between {
+		if _, was := before[t.ID]; was || now[t.ID] {
+			continue
+		}
+		if _, ok := tl.gone[t.ID]; ok {
+			continue
+		}
+		// Created and gone again since the last read: it runs from that
+		// read until past this one, like any table that disappeared.
+		tl.gone[t.ID] = goneTable{Table: t, at: ts}
+		tl.starts[t.ID] = tl.ts
+	}
+	slices.SortFunc(tables, func(a, b Table) int { return cmp.Compare(a.ID, b.ID) })
+	tl.tables = tables
+}
+
+func sameSpans(a, b []*pb.Span) bool {
+	return slices.EqualFunc(a, b, func(x, y *pb.Span) bool { return proto.Equal(x, y) })
 }
 
 // Pacing of table reads.
@@ -390,13 +531,66 @@ func pipelineOf(f *feed, id int64, schema, table string, tableID int64, spans []
 		Namespace: f.key.ns, Changefeed: f.key.id, ID: id, Spans: spans, Schema: schema, Table: table, TableID: tableID,
 		PDAddrs: f.cf.Info.GetPdAddrs(), Checkpoint: f.cf.Status.GetCheckpointTs(),
 	}
+	if start, ok := f.starts[id]; ok {
+		p.Checkpoint = max(p.Checkpoint, start)
+	}
 	p.LastEpoch = lastEpoch[p.Key()]
 	if cp, ok := pipelineCheckpoint(f, id, progress); ok {
 		p.Checkpoint = cp
+		if at, ok := f.respan[id]; ok && !sameSpans(f.current[id].GetSpans(), spans) {
+			// Its spans changed (partitions added, exchanged): the new
+			// ones' rows start after at, which the pipeline may be past.
+			p.Checkpoint = min(cp, max(at, f.current[id].GetStartTs()))
+		}
 	} else {
 		p.LastEpoch = max(p.LastEpoch, floor)
 	}
 	return p
+}
+
+// want decides, from the run's table list, which tables run now: the live
+// ones, except a table that appeared while one that disappeared no later
+// still runs (TRUNCATE, a partition exchanged or reorganized: the
+// replacement starts once the old pipeline delivered everything before the
+// DDL, so a key's old and new versions cannot arrive out of order), plus
+// the disappeared ones until their pipelines pass the read that missed
+// them. It also sets the bound the schema puts on the checkpoint.
+func (s *Scheduler) want(f *feed, progress map[store.PipelineRef]*pb.PipelineStatus) {
+	if f.list == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tl := f.list
+	if s.cfg.SchemaVersion != nil {
+		f.bound = tl.ts // else the first read's tables are all there is
+	}
+	f.starts = maps.Clone(tl.starts)
+	f.respan = maps.Clone(tl.respan)
+	f.tables = []Table{}
+	var running []goneTable
+	for id, g := range tl.gone {
+		if cp, ok := pipelineCheckpoint(f, id, progress); ok && cp >= g.at {
+			delete(tl.gone, id) // done: not wanted any more, so unassigned
+			continue
+		}
+		running = append(running, g)
+	}
+	for _, t := range tl.tables {
+		if seen, fresh := tl.seen[t.ID]; fresh && f.current[t.ID] == nil &&
+			slices.ContainsFunc(running, func(g goneTable) bool { return g.at <= seen }) {
+			f.bound = min(f.bound, tl.starts[t.ID]) // it will start there (fresh tables exist only when following)
+			continue
+		}
+		f.tables = append(f.tables, t)
+	}
+	for _, g := range running {
+		f.tables = append(f.tables, g.Table)
+	}
+	slices.SortFunc(f.tables, func(a, b Table) int { return cmp.Compare(a.ID, b.ID) })
+	if tl.refreshErr != nil && f.readErr == nil {
+		f.readErr = fmt.Errorf("following the tables of changefeed %s/%s: %w", f.key.ns, f.key.id, tl.refreshErr)
+	}
 }
 
 // pipelineCheckpoint is how far a pipeline of the current run got: its
@@ -458,6 +652,14 @@ func (s *Scheduler) aggregate(ctx context.Context, fence store.Fence, f *feed, p
 			resolved = res
 		}
 		first = false
+	}
+	if f.bound != 0 && f.tables != nil && (first || f.bound < checkpoint) {
+		// The table set is known only up to bound: a table created
+		// after it may still have to start there.
+		checkpoint, first = f.bound, false
+		if resolved == 0 || f.bound < resolved {
+			resolved = f.bound
+		}
 	}
 	if target := f.cf.Info.GetTargetTs(); target != 0 {
 		checkpoint, resolved = min(checkpoint, target), min(resolved, target)

@@ -382,3 +382,125 @@ func TestTargetTsFinishes(t *testing.T) {
 	e.round(s)
 	require.Empty(t, e.records(), "a finished changefeed runs nothing")
 }
+
+// Following the upstream's schema: a table created after the run's first
+// read starts at the read before it existed; the checkpoint never passes
+// what the owner has read of the schema; a truncated table's pipeline runs
+// on until it passed the read that missed it, and only then does its
+// replacement start, so the old and new versions of a key cannot arrive
+// out of order.
+func TestFollowsTablesTheSchemaCreatesAndDrops(t *testing.T) {
+	e := newEnv(t, 2)
+	e.member("m1", allRoles...)
+	var (
+		mu      sync.Mutex
+		ts      uint64 = 200
+		version int64  = 1
+	)
+	setSchema := func(newTs uint64, tables ...int64) {
+		mu.Lock()
+		ts, version = newTs, version+1
+		mu.Unlock()
+		e.mu.Lock()
+		e.tables = nil
+		for _, id := range tables {
+			e.tables = append(e.tables, table(id))
+		}
+		e.mu.Unlock()
+	}
+	s, err := scheduler.New(scheduler.Config{Store: e.st, Tables: func(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return append([]scheduler.Table(nil), e.tables...), nil
+	}, SchemaVersion: func(context.Context, *store.Changefeed) (uint64, int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ts, version, nil
+	}})
+	require.NoError(t, err)
+	progress := func(id int64, cp uint64) {
+		r := e.records()[id]
+		require.NotNil(t, r, "pipeline %d", id)
+		e.progress(id, &pb.PipelineStatus{Epoch: r.GetEpoch(), CheckpointTs: cp, ResolvedTs: cp})
+	}
+	settle := func(what string, cond func() bool) {
+		t.Helper()
+		require.Eventually(t, func() bool { e.round(s); return cond() }, 10*time.Second, 10*time.Millisecond, what)
+	}
+
+	settle("tables 1 and 2 placed", func() bool { return len(e.records()) == 2 })
+	progress(1, 300)
+	progress(2, 300)
+	settle("checkpoint bounded by the schema read at 200", func() bool { return e.status().GetCheckpointTs() == 200 })
+
+	setSchema(400, 1, 2, 3) // CREATE TABLE between 200 and 400
+	settle("table 3 placed", func() bool { return e.records()[3] != nil })
+	require.EqualValues(t, 200, e.records()[3].GetStartTs(), "from the read before it existed")
+	progress(3, 450)
+	settle("checkpoint follows the schema to 300", func() bool { return e.status().GetCheckpointTs() == 300 })
+
+	setSchema(500, 1, 3, 4) // TRUNCATE TABLE t2 (new id 4) between 400 and 500
+	for range 5 {
+		e.round(s)
+	}
+	rs := e.records()
+	require.NotNil(t, rs[2], "the truncated table's pipeline runs on: its rows before the DDL")
+	require.Nil(t, rs[4], "its replacement waits for it")
+	progress(1, 600)
+	progress(3, 600)
+	settle("checkpoint held at the replacement's start", func() bool { return e.status().GetCheckpointTs() == 300 })
+	progress(2, 500)
+	settle("old pipeline done, replacement placed", func() bool { rs := e.records(); return rs[2] == nil && rs[4] != nil })
+	require.EqualValues(t, 400, e.records()[4].GetStartTs())
+	progress(4, 600)
+	settle("checkpoint on to the schema's 500", func() bool { return e.status().GetCheckpointTs() == 500 })
+}
+
+// A table created and dropped between two reads shows in neither; the
+// DDL history (TablesBetween) names it, and its pipeline runs from the
+// read before until past the read that missed it.
+func TestTableCreatedAndDroppedBetweenReads(t *testing.T) {
+	e := newEnv(t, 1)
+	e.member("m1", allRoles...)
+	var (
+		mu      sync.Mutex
+		ts      uint64 = 200
+		version int64  = 1
+		between []scheduler.Table
+	)
+	s, err := scheduler.New(scheduler.Config{Store: e.st,
+		Tables: func(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
+			return []scheduler.Table{table(1)}, nil
+		},
+		SchemaVersion: func(context.Context, *store.Changefeed) (uint64, int64, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return ts, version, nil
+		},
+		TablesBetween: func(_ context.Context, _ *store.Changefeed, from, to uint64) ([]scheduler.Table, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return between, nil
+		}})
+	require.NoError(t, err)
+	settle := func(what string, cond func() bool) {
+		t.Helper()
+		require.Eventually(t, func() bool { e.round(s); return cond() }, 10*time.Second, 10*time.Millisecond, what)
+	}
+	settle("table 1 placed, schema read at 200", func() bool { return len(e.records()) == 1 && e.status().GetCheckpointTs() == 100 })
+	r1 := e.records()[1]
+	e.progress(1, &pb.PipelineStatus{Epoch: r1.GetEpoch(), CheckpointTs: 250, ResolvedTs: 250})
+	settle("checkpoint at the schema read", func() bool { return e.status().GetCheckpointTs() == 200 })
+
+	mu.Lock()
+	ts, version, between = 300, 2, []scheduler.Table{table(5)}
+	mu.Unlock()
+	settle("the short-lived table's pipeline placed", func() bool { return e.records()[5] != nil })
+	r5 := e.records()[5]
+	require.EqualValues(t, 200, r5.GetStartTs(), "from the read before it existed")
+	e.progress(1, &pb.PipelineStatus{Epoch: r1.GetEpoch(), CheckpointTs: 400, ResolvedTs: 400})
+	settle("the checkpoint waits for it", func() bool { return e.status().GetCheckpointTs() == 200 })
+	e.progress(5, &pb.PipelineStatus{Epoch: r5.GetEpoch(), CheckpointTs: 300, ResolvedTs: 300})
+	settle("once past the read that missed it, it stops", func() bool { return e.records()[5] == nil })
+	settle("and the checkpoint moves on", func() bool { return e.status().GetCheckpointTs() == 300 })
+}

@@ -273,3 +273,13 @@ type clientIter interface {
 type metaIter struct{ clientIter }
 
 func (i metaIter) Key() kv.Key { return i.clientIter.Key() }
+
+// VersionAt reads TiDB's schema version at ts: every DDL raises it, so two
+// equal versions mean no schema change in between.
+func VersionAt(store SnapshotStore, ts uint64) (int64, error) {
+	ver, err := meta.NewReader(metaSnapshot{store.GetSnapshot(ts)}).GetSchemaVersion()
+	if err != nil {
+		return 0, fmt.Errorf("schema: version at %d: %w", ts, err)
+	}
+	return ver, nil
+}

@@ -184,6 +184,8 @@ func newCoordinatorRole(n *Node) (Role, error) {
 	tables := &upstreamTables{}
 	cc.IneligibleTables = tables.list
 	cc.PipelineTables = tables.pipelines
+	cc.SchemaVersion = tables.schemaVersion
+	cc.TablesBetween = tables.between
 	cc.Logger = n.log
 	c, err := coordinator.New(cc)
 	if err != nil {

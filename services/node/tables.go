@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
+	"github.com/pingcap/tidb/pkg/meta/model"
 	"github.com/pingcap/tidb/pkg/tablecodec"
 	"github.com/pingcap/tidb/pkg/util/codec"
 	"github.com/tikv/client-go/v2/config"
@@ -25,6 +28,12 @@ type upstreamTables struct {
 	// reads tracks reads still running after their request gave up on
 	// them (see list); Close waits for them.
 	reads sync.WaitGroup
+
+	// stores are the owner's connections to the upstreams of running
+	// changefeeds, kept: it reads their schema version every round.
+	mu     sync.Mutex
+	stores map[string]*schema.Store
+	closed bool
 }
 
 // list implements control.IneligibleTableLister.
@@ -56,7 +65,52 @@ func (u *upstreamTables) list(ctx context.Context, pdAddrs []string, ts uint64, 
 }
 
 // Close waits for reads left running by requests that ended.
-func (u *upstreamTables) Close() { u.reads.Wait() }
+func (u *upstreamTables) Close() {
+	u.reads.Wait()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed = true
+	for _, st := range u.stores {
+		_ = st.Close()
+	}
+	u.stores = nil
+}
+
+// store returns the kept connection to an upstream, opening it once.
+func (u *upstreamTables) store(ctx context.Context, pdAddrs []string) (*schema.Store, error) {
+	key := strings.Join(pdAddrs, ",")
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, errors.New("upstream reader closed")
+	}
+	if st := u.stores[key]; st != nil {
+		return st, nil
+	}
+	st, err := schema.OpenStore(ctx, pdAddrs, config.Security{})
+	if err != nil {
+		return nil, err
+	}
+	if u.stores == nil {
+		u.stores = map[string]*schema.Store{}
+	}
+	u.stores[key] = st
+	return st, nil
+}
+
+// schemaVersion implements scheduler.SchemaVersion.
+func (u *upstreamTables) schemaVersion(ctx context.Context, cf *store.Changefeed) (uint64, int64, error) {
+	st, err := u.store(ctx, cf.Info.GetPdAddrs())
+	if err != nil {
+		return 0, 0, err
+	}
+	ts, err := st.CurrentTS(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	ver, err := schema.VersionAt(st, ts)
+	return ts, ver, err
+}
 
 // tableFilter is the changefeed's filter as the encoder builds it
 // (schema.NewFilter), so the tables the check lists are the tables the
@@ -87,13 +141,19 @@ func readIneligible(ctx context.Context, pdAddrs []string, ts uint64, match sche
 	return out, nil
 }
 
-// readTables reads the live tables at ts, classified under match.
+// readTables reads the live tables at ts, classified under match, over a
+// connection of its own.
 func readTables(ctx context.Context, pdAddrs []string, ts uint64, match schema.Filter) ([]*schema.Version, error) {
 	st, err := schema.OpenStore(ctx, pdAddrs, config.Security{})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
+	return tablesAt(ctx, st, ts, match)
+}
+
+// tablesAt reads the live tables at ts through st, classified under match.
+func tablesAt(ctx context.Context, st *schema.Store, ts uint64, match schema.Filter) ([]*schema.Version, error) {
 	snap, err := schema.LoadSnapshot(ctx, st, ts, 0)
 	if err != nil {
 		return nil, err
@@ -122,8 +182,12 @@ func (u *upstreamTables) pipelines(ctx context.Context, cf *store.Changefeed, ts
 		err      error
 	}
 	done := make(chan result, 1)
+	st, err := u.store(ctx, cf.Info.GetPdAddrs())
+	if err != nil {
+		return nil, err
+	}
 	u.reads.Go(func() { // aside, as in list
-		vs, err := readTables(ctx, cf.Info.GetPdAddrs(), ts, match)
+		vs, err := tablesAt(ctx, st, ts, match)
 		done <- result{vs, err}
 	})
 	var r result
@@ -137,20 +201,51 @@ func (u *upstreamTables) pipelines(ctx context.Context, cf *store.Changefeed, ts
 	}
 	out := make([]scheduler.Table, 0, len(r.versions))
 	for _, v := range r.versions {
-		if v.Eligibility != schema.Eligible {
-			continue
+		if v.Eligibility == schema.Eligible {
+			out = append(out, pipelineTable(v.Table.Schema, v.Table.Info))
 		}
-		ids := schema.PhysicalIDs(v.Table.Info)
-		if len(ids) > 1 {
-			ids = ids[1:] // rows of a partitioned table carry partition ids
-		}
-		t := scheduler.Table{ID: v.LogicalID, Schema: v.Table.Schema, Name: v.Table.Name}
-		for _, id := range ids {
-			t.Spans = append(t.Spans, recordSpan(id))
-		}
-		out = append(out, t)
 	}
 	return out, nil
+}
+
+// between implements scheduler.Config.TablesBetween from TiDB's DDL
+// history.
+func (u *upstreamTables) between(ctx context.Context, cf *store.Changefeed, from, to uint64) ([]scheduler.Table, error) {
+	cfg := cf.Info.GetConfig()
+	match, err := tableFilter(control.TableFilter{Rules: cfg.GetFilter().GetRules(), CaseSensitive: cfg.GetCaseSensitive()})
+	if err != nil {
+		return nil, err
+	}
+	st, err := u.store(ctx, cf.Info.GetPdAddrs())
+	if err != nil {
+		return nil, err
+	}
+	jts, err := schema.JobTablesBetween(st, from, to, match)
+	if err != nil {
+		return nil, err
+	}
+	var out []scheduler.Table
+	for _, jt := range jts {
+		if jt.Eligibility == schema.Eligible {
+			out = append(out, pipelineTable(jt.Schema, jt.Info))
+		}
+	}
+	return out, nil
+}
+
+// pipelineTable is a table's pipeline: its logical id and record spans,
+// one per partition for a partitioned table, whose rows carry partition
+// ids.
+func pipelineTable(schemaName string, info *model.TableInfo) scheduler.Table {
+	ids := schema.PhysicalIDs(info)
+	if len(ids) > 1 {
+		ids = ids[1:]
+	}
+	t := scheduler.Table{ID: info.ID, Schema: schemaName, Name: info.Name.O}
+	for _, id := range ids {
+		t.Spans = append(t.Spans, recordSpan(id))
+	}
+	return t
 }
 
 // recordSpan is a physical table's record span in the encoded key space of
