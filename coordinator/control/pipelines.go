@@ -61,16 +61,15 @@ func tablePipelines(as []*store.Assignment, progress map[int64]*pb.PipelineStatu
 			TableName:      r.GetTableName(),
 			Epoch:          r.GetEpoch(),
 			StartTs:        r.GetStartTs(),
-			CheckpointTs:   r.GetStartTs(),
-			ResolvedTs:     r.GetStartTs(),
 			PullerMember:   r.GetPullerMember(),
 			SorterMember:   r.GetSorterMember(),
 			EncoderMember:  r.GetEncoderMember(),
 			ProducerMember: r.GetProducerMember(),
 		}
-		if st := progress[r.GetPipelineId()]; st != nil && st.GetEpoch() == r.GetEpoch() {
-			p.CheckpointTs = max(p.CheckpointTs, st.GetCheckpointTs())
-			p.ResolvedTs = max(p.ResolvedTs, st.GetResolvedTs())
+		st := progress[r.GetPipelineId()]
+		var counted bool
+		p.CheckpointTs, p.ResolvedTs, counted = store.Reached(r, st)
+		if counted {
 			if e := st.GetError(); e != nil {
 				p.Error = redactedError(e)
 				p.Fatal = st.GetFatal()

@@ -236,7 +236,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 
 	feeds := map[cfKey]*feed{}
 	for _, cf := range cfs {
-		k := cfKey{namespaceOr(cf.Info.GetNamespace()), cf.Info.GetId()}
+		k := cfKey{store.NamespaceOr(cf.Info.GetNamespace()), cf.Info.GetId()}
 		f := &feed{cf: cf, key: k, current: map[int64]*pb.PipelineAssignment{}}
 		feeds[k] = f
 		if running(cf.Status.GetState()) {
@@ -304,13 +304,13 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 	puts := map[string]bool{}
 	for _, op := range plan.Ops {
 		if a := op.Assign; a != nil {
-			f := feeds[cfKey{namespaceOr(a.GetNamespace()), a.GetChangefeedId()}]
+			f := feeds[cfKey{store.NamespaceOr(a.GetNamespace()), a.GetChangefeedId()}]
 			a.ChangefeedEpoch = f.cf.Status.GetEpoch()
 			a.TargetTs = f.cf.Info.GetTargetTs()
 			puts[s.assignmentKey(a)] = true
 			f.current[a.GetPipelineId()] = a
 		} else if u := op.Unassign; u != nil {
-			if f := feeds[cfKey{namespaceOr(u.GetNamespace()), u.GetChangefeedId()}]; f != nil && f.current[u.GetPipelineId()] == u {
+			if f := feeds[cfKey{store.NamespaceOr(u.GetNamespace()), u.GetChangefeedId()}]; f != nil && f.current[u.GetPipelineId()] == u {
 				delete(f.current, u.GetPipelineId())
 			}
 		}
@@ -344,7 +344,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 	// them: its per-table checkpoints stay visible.
 	stillAssigned := map[cfKey]bool{}
 	for _, a := range assigned {
-		stillAssigned[cfKey{namespaceOr(a.Record.GetNamespace()), a.Record.GetChangefeedId()}] = true
+		stillAssigned[cfKey{store.NamespaceOr(a.Record.GetNamespace()), a.Record.GetChangefeedId()}] = true
 	}
 	var errs []error
 	for _, k := range progressFeeds(progress) {
@@ -382,7 +382,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 // as they are (nil tables); a failed read is tried again after
 // readRetry, its error shown meanwhile.
 func (s *Scheduler) tablesOf(ctx context.Context, cf *store.Changefeed) (*tableList, error) {
-	k := cfKey{namespaceOr(cf.Info.GetNamespace()), cf.Info.GetId()}
+	k := cfKey{store.NamespaceOr(cf.Info.GetNamespace()), cf.Info.GetId()}
 	epoch, ts := cf.Status.GetEpoch(), cf.Status.GetCheckpointTs()
 	s.mu.Lock()
 	tl := s.tables[k]
@@ -601,10 +601,7 @@ func pipelineCheckpoint(f *feed, id int64, progress map[store.PipelineRef]*pb.Pi
 	if r == nil {
 		return 0, false
 	}
-	cp := r.GetStartTs()
-	if st := progress[store.PipelineRef{Namespace: f.key.ns, Changefeed: f.key.id, Pipeline: id}]; st != nil && st.GetEpoch() == r.GetEpoch() {
-		cp = max(cp, st.GetCheckpointTs())
-	}
+	cp, _, _ := store.Reached(r, progress[store.PipelineRef{Namespace: f.key.ns, Changefeed: f.key.id, Pipeline: id}])
 	return cp, true
 }
 
@@ -636,10 +633,9 @@ func (s *Scheduler) aggregate(ctx context.Context, fence store.Fence, f *feed, p
 			complete = false
 			continue
 		}
-		cp := r.GetStartTs()
-		res := cp
-		if st := progress[store.PipelineRef{Namespace: f.key.ns, Changefeed: f.key.id, Pipeline: t.ID}]; st != nil && st.GetEpoch() == r.GetEpoch() {
-			cp, res = max(cp, st.GetCheckpointTs()), max(cp, st.GetResolvedTs())
+		st := progress[store.PipelineRef{Namespace: f.key.ns, Changefeed: f.key.id, Pipeline: t.ID}]
+		cp, res, counted := store.Reached(r, st)
+		if counted {
 			if e := st.GetError(); e != nil && (problem == nil || st.GetFatal() && !fatal) {
 				problem = proto1(e, fmt.Sprintf("pipeline %d (%s.%s): ", t.ID, t.Schema, t.Name))
 				fatal = st.GetFatal()
@@ -768,12 +764,5 @@ func progressFeeds(p map[store.PipelineRef]*pb.PipelineStatus) []cfKey {
 
 // assignmentKey is the etcd key a record is stored under.
 func (s *Scheduler) assignmentKey(a *pb.PipelineAssignment) string {
-	return s.cfg.Store.Keys().Assignment(a.GetProducerMember(), namespaceOr(a.GetNamespace()), a.GetChangefeedId(), a.GetPipelineId())
-}
-
-func namespaceOr(ns string) string {
-	if ns == "" {
-		return store.DefaultNamespace
-	}
-	return ns
+	return s.cfg.Store.Keys().Assignment(a.GetProducerMember(), store.NamespaceOr(a.GetNamespace()), a.GetChangefeedId(), a.GetPipelineId())
 }

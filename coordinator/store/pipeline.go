@@ -318,7 +318,7 @@ func (s *Store) assignmentOps(op AssignmentOp) ([]clientv3.Op, error) {
 		if op.Put != nil {
 			return nil, fmt.Errorf("store: assignment change of pipeline %d both puts and deletes", d.GetPipelineId())
 		}
-		return []clientv3.Op{clientv3.OpDelete(s.keys.Assignment(d.GetProducerMember(), namespaceOr(d.GetNamespace()), d.GetChangefeedId(), d.GetPipelineId()))}, nil
+		return []clientv3.Op{clientv3.OpDelete(s.keys.Assignment(d.GetProducerMember(), NamespaceOr(d.GetNamespace()), d.GetChangefeedId(), d.GetPipelineId()))}, nil
 	}
 	a := op.Put
 	if a == nil {
@@ -331,7 +331,7 @@ func (s *Store) assignmentOps(op AssignmentOp) ([]clientv3.Op, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: encode assignment of pipeline %d: %w", a.GetPipelineId(), err)
 	}
-	ns := namespaceOr(a.GetNamespace())
+	ns := NamespaceOr(a.GetNamespace())
 	out := []clientv3.Op{clientv3.OpPut(s.keys.Assignment(a.GetProducerMember(), ns, a.GetChangefeedId(), a.GetPipelineId()), string(b))}
 	if op.From != "" && op.From != a.GetProducerMember() {
 		out = append(out, clientv3.OpDelete(s.keys.Assignment(op.From, ns, a.GetChangefeedId(), a.GetPipelineId())))
@@ -339,11 +339,26 @@ func (s *Store) assignmentOps(op AssignmentOp) ([]clientv3.Op, error) {
 	return out, nil
 }
 
-func namespaceOr(ns string) string {
+// NamespaceOr is ns, or the default namespace for "".
+func NamespaceOr(ns string) string {
 	if ns == "" {
 		return DefaultNamespace
 	}
 	return ns
+}
+
+// Reached is how far a pipeline got by its records. Its progress record
+// counts only when written under the assignment's epoch: one of an earlier
+// epoch was made by a run that has been replaced, and the new run restarts
+// at the assignment's start ts, so that is where it stands until it
+// reports. Neither figure is ever below the start ts. counted says whether
+// st counted (so its error is the pipeline's now).
+func Reached(a *pb.PipelineAssignment, st *pb.PipelineStatus) (checkpoint, resolved uint64, counted bool) {
+	checkpoint, resolved = a.GetStartTs(), a.GetStartTs()
+	if st == nil || st.GetEpoch() != a.GetEpoch() {
+		return checkpoint, resolved, false
+	}
+	return max(checkpoint, st.GetCheckpointTs()), max(resolved, st.GetResolvedTs()), true
 }
 
 // PipelineRef names a pipeline across changefeeds.
@@ -387,7 +402,7 @@ func (s *Store) DeleteProgress(ctx context.Context, fence Fence, namespace, chan
 	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(fence.Key), "=", fence.Rev)).
-		Then(clientv3.OpDelete(s.keys.ProgressPrefix(namespaceOr(namespace), changefeed), clientv3.WithPrefix())).
+		Then(clientv3.OpDelete(s.keys.ProgressPrefix(NamespaceOr(namespace), changefeed), clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
 		return etcdErr("delete progress", err)
@@ -412,7 +427,7 @@ func (s *Store) DeleteProgress(ctx context.Context, fence Fence, namespace, chan
 // pipelines stand. Every read is at the revision of the first, so a
 // pipeline moving between members meanwhile is seen exactly once.
 func (s *Store) ChangefeedAssignments(ctx context.Context, namespace, changefeed string) ([]*Assignment, error) {
-	namespace = namespaceOr(namespace)
+	namespace = NamespaceOr(namespace)
 	base := s.keys.AssignmentPrefix("")
 	var out []*Assignment
 	from, rev := base, int64(0)
