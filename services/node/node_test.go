@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,10 +34,9 @@ func freeAddr(t *testing.T) string {
 // order and releases everything: Run returns nil, the member key is gone
 // with the lease, and no goroutine is left (TestMain).
 func TestRolesRunOnOneMemberAndStopCleanly(t *testing.T) {
-	cfg := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n, err := Start(ctx, cfg, nil)
+	n, err := onFreePorts(t, func(cfg Config) (*Node, error) { return Start(ctx, cfg, nil) })
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
@@ -83,6 +84,20 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
+// onFreePorts starts a node on testConfig's ports, again on fresh ones
+// while a port freeAddr picked was taken meanwhile by another test process
+// (tests of several packages run at once).
+func onFreePorts(t *testing.T, start func(Config) (*Node, error)) (*Node, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		n, err := start(testConfig(t))
+		if err == nil || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			return n, err
+		}
+		t.Logf("attempt %d: %v; again on other ports", attempt, err)
+	}
+}
+
 func healthClient(t *testing.T, n *Node) healthpb.HealthClient {
 	cc, err := grpc.NewClient(n.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -125,11 +140,12 @@ func TestReadinessIsPerRole(t *testing.T) {
 		addFlags: func(*Config, *pflag.FlagSet) {}, validate: func(*Config) error { return nil },
 		build: func(*Node) (Role, error) { return gateRole{gate: gate}, nil },
 	})
-	cfg := testConfig(t)
-	cfg.Roles = append(cfg.Roles, "gate")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n, err := start(ctx, cfg, nil, specs)
+	n, err := onFreePorts(t, func(cfg Config) (*Node, error) {
+		cfg.Roles = append(cfg.Roles, "gate")
+		return start(ctx, cfg, nil, specs)
+	})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
