@@ -56,6 +56,9 @@ type Config struct {
 	SchemaVersion scheduler.SchemaVersion
 	// TablesBetween goes with SchemaVersion (scheduler.Config).
 	TablesBetween func(ctx context.Context, cf *store.Changefeed, from, to uint64) ([]scheduler.Table, error)
+	// Regions, with SchemaVersion, lets the owner split hot tables
+	// (scheduler.Config.Regions).
+	Regions scheduler.RegionLister
 	// ScheduleInterval paces the owner's placement and progress rounds
 	// (scheduler.DefaultInterval when 0).
 	ScheduleInterval time.Duration
@@ -215,7 +218,7 @@ func (c *Coordinator) Run(ctx context.Context, reg *member.Registration) error {
 func (c *Coordinator) ownerDuty(ctx context.Context, fence store.Fence) error {
 	c.isOwner.Store(true)
 	defer c.isOwner.Store(false)
-	sched, err := scheduler.New(scheduler.Config{Store: c.store, Tables: c.cfg.PipelineTables, SchemaVersion: c.cfg.SchemaVersion, TablesBetween: c.cfg.TablesBetween, Interval: c.cfg.ScheduleInterval, Logger: c.log})
+	sched, err := scheduler.New(scheduler.Config{Store: c.store, Tables: c.cfg.PipelineTables, SchemaVersion: c.cfg.SchemaVersion, TablesBetween: c.cfg.TablesBetween, Regions: c.cfg.Regions, Interval: c.cfg.ScheduleInterval, Logger: c.log})
 	if err != nil {
 		return err
 	}

@@ -110,16 +110,10 @@ func TestChangefeedBeforeTPCCPrepare(t *testing.T) {
 	_, err := pg.db.ExecContext(ctx, "CREATE DATABASE tpcc")
 	require.NoError(t, err)
 
-	conf := filepath.Join(t.TempDir(), "changefeed.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(changefeedConf), 0o600))
-	r := harness.Run(t, 90*time.Second, "", harness.CDC(t), "cli", "changefeed", "create",
-		"--server=http://"+srv.addr, "--sink-uri=kafka://"+strings.Join(dev.Kafka, ",")+"/meta?protocol=avro&auto-create-topic=true&partition-num=3&replication-factor=1",
-		"--schema-registry="+dev.Registry, "--changefeed-id=tpcc", "--config", conf)
-	require.Equal(t, 0, r.ExitCode, "stderr: %s", r.Stderr)
+	createGuideChangefeed(t, srv.addr, dev.Kafka, dev.Registry, "tpcc")
 
-	sqlPort := pg.sqlAddr[strings.LastIndex(pg.sqlAddr, ":")+1:]
 	began := time.Now()
-	r = harness.Run(t, 5*time.Minute, "", goTPC, "tpcc", "--warehouses", "1", "prepare", "-H", "127.0.0.1", "-P", sqlPort, "-D", "tpcc", "-T", "4")
+	r := harness.Run(t, 5*time.Minute, "", goTPC, tpccArgs(pg, "prepare")...)
 	require.Equal(t, 0, r.ExitCode, "go-tpc tpcc prepare:\n%s\n%s", tail(r.Stdout, 3000), tail(r.Stderr, 3000))
 	t.Logf("go-tpc tpcc --warehouses 1 prepare took %s", time.Since(began).Round(100*time.Millisecond))
 	conn, err := pg.db.Conn(ctx)

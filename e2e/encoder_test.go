@@ -180,10 +180,7 @@ func TestEncoderInItsOwnProcess(t *testing.T) {
 	conn, err := pg.db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
-	exec := func(q string, args ...any) {
-		_, err := conn.ExecContext(ctx, q, args...)
-		require.NoError(t, err, q)
-	}
+	exec := execOn(ctx, t, conn)
 	exec("CREATE DATABASE m")
 	exec("CREATE TABLE m.t (id BIGINT PRIMARY KEY, v VARCHAR(20))")
 	span := recordSpan(ctx, t, pg.db, "m", "t")

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,16 @@ import (
 // the test process.
 func startDevstack(t *testing.T, cfg devstack.Config) devstack.Addrs {
 	t.Helper()
+	addrs, _ := runDevstack(t, cfg)
+	return addrs
+}
+
+// runDevstack is startDevstack that also returns stop, which stops the
+// stack before the test ends (kfake's Close writes cfg.DataDir) and
+// returns Run's error; later calls return the same, and the test's cleanup
+// calls it too.
+func runDevstack(t *testing.T, cfg devstack.Config) (devstack.Addrs, func() error) {
+	t.Helper()
 	s, err := devstack.New(cfg, nil)
 	require.NoError(t, err)
 	addrs, err := s.Listen()
@@ -31,11 +42,17 @@ func startDevstack(t *testing.T, cfg devstack.Config) devstack.Addrs {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return addrs
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() { require.NoError(t, stop()) })
+	return addrs, stop
 }
 
 // startCDCServer starts `cdc server` (every role, member "srv") on free

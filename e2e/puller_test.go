@@ -58,6 +58,15 @@ func startPlayground(t *testing.T) *playground {
 }
 
 // currentTS reads a fresh TSO through TiDB (it is 0 outside a transaction).
+// execOn runs statements on c, failing the test on an error.
+func execOn(ctx context.Context, t *testing.T, c *sql.Conn) func(q string, args ...any) {
+	return func(q string, args ...any) {
+		t.Helper()
+		_, err := c.ExecContext(ctx, q, args...)
+		require.NoError(t, err, q)
+	}
+}
+
 func currentTS(ctx context.Context, t *testing.T, c *sql.Conn) uint64 {
 	t.Helper()
 	var ts uint64

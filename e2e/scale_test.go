@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -90,21 +91,12 @@ func TestFailoverOfEveryRoleLosesNothing(t *testing.T) {
 	}
 	t.Logf("etcd, playground, devstack and 9 cdc processes up in %s", time.Since(began).Round(100*time.Millisecond))
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
-	require.NoError(t, err)
-	defer cli.Close()
-	keys, err := store.NewKeys(scaleCluster)
-	require.NoError(t, err)
-	st := store.New(cli, keys)
-	c.st, c.keys = st, keys
+	st := c.openStore()
 
 	conn, err := pg.db.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
-	exec := func(q string, args ...any) {
-		_, err := conn.ExecContext(ctx, q, args...)
-		require.NoError(t, err, q)
-	}
+	exec := execOn(ctx, t, conn)
 	exec("CREATE DATABASE " + scaleDB)
 	for i := range scaleTables {
 		exec(fmt.Sprintf("CREATE TABLE %s.%s (id BIGINT PRIMARY KEY, v VARCHAR(32), n INT NOT NULL DEFAULT 0)", scaleDB, scaleTable(i)))
@@ -155,44 +147,21 @@ func TestFailoverOfEveryRoleLosesNothing(t *testing.T) {
 	// The load: one connection, about 100 statements a second over the 20
 	// tables, each statement's commit ts recorded.
 	load := &sqlLoad{}
-	loadStop, loadDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		load.run(ctx, loadStop, conn)
-	}()
-	stopLoad := sync.OnceFunc(func() { close(loadStop) })
-	defer func() {
-		stopLoad()
-		<-loadDone
-	}()
+	stopLoad := load.start(ctx, conn)
+	defer stopLoad()
 
 	// The checker: it samples the checkpoint and holds Kafka to it.
 	rc, err := sr.NewClient(sr.URLs(dev.Registry))
 	require.NoError(t, err)
 	kv := newKafkaView(t, dev.Kafka, rc)
 	defer kv.close()
-	chk := &checkpointChecker{kv: kv, load: load, checkpoint: func(ctx context.Context) (uint64, error) {
-		cf, err := st.Get(ctx, store.DefaultNamespace, scaleCF)
-		if err != nil {
-			return 0, err
-		}
-		return cf.Status.GetCheckpointTs(), nil
-	}}
-	chkCtx, stopChecker := context.WithCancel(ctx)
-	chkDone := make(chan struct{})
-	go func() {
-		defer close(chkDone)
-		chk.run(chkCtx)
-	}()
+	chk := &checkpointChecker{kv: kv, load: load, checkpoint: c.checkpoint}
+	stopChecker := chk.start(ctx)
 	stopCheck := func() {
 		stopChecker()
-		<-chkDone
 		require.NoError(t, chk.failure(), "checkpoint sample")
 	}
-	defer func() {
-		stopChecker()
-		<-chkDone
-	}()
+	defer stopChecker()
 	// A failed sample stops the test at the next step.
 	assertChecks := func() {
 		t.Helper()
@@ -300,7 +269,6 @@ func TestFailoverOfEveryRoleLosesNothing(t *testing.T) {
 	// The end: stop the load, wait for the checkpoint to pass its last
 	// write, then read every topic and hold it against TiDB.
 	stopLoad()
-	<-loadDone
 	require.NoError(t, load.failure(), "load")
 	writes := load.snapshot()
 	require.NotEmpty(t, writes)
@@ -311,7 +279,7 @@ func TestFailoverOfEveryRoleLosesNothing(t *testing.T) {
 	require.NoError(t, kv.catchUp(ctx, 60*time.Second))
 	require.NoError(t, kv.verify(writes, final), "every write at or below the final checkpoint %d", final)
 	require.NoError(t, kv.verifyOrder(writes), "per key, first occurrences in commit order")
-	rows := readScaleTables(ctx, t, pg.db)
+	rows := readScaleTables(ctx, t, pg.db, scaleTables)
 	require.NoError(t, kv.verifyState(rows), "TiDB's rows against the last version of each key in Kafka")
 
 	upserts, deletes := 0, 0
@@ -340,6 +308,9 @@ func scaleTopic(i int) string { return "tidb_" + scaleDB + "_" + scaleTable(i) }
 
 // tsLag is how far behind now ts is, by the physical part of both.
 func tsLag(now, ts uint64) time.Duration {
+	if ts >= now {
+		return 0
+	}
 	return time.Duration(oracle.ExtractPhysical(now)-oracle.ExtractPhysical(ts)) * time.Millisecond
 }
 
@@ -400,6 +371,28 @@ func (c *roleCluster) launch(m *roleMember) {
 	c.mu.Lock()
 	m.proc, m.addr = p, addrs[0]
 	c.mu.Unlock()
+}
+
+// openStore connects to the cluster's etcd (c.st, c.keys) until the test
+// ends.
+func (c *roleCluster) openStore() *store.Store {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.etcd}, DialTimeout: 5 * time.Second})
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { _ = cli.Close() })
+	keys, err := store.NewKeys(scaleCluster)
+	require.NoError(c.t, err)
+	c.st, c.keys = store.New(cli, keys), keys
+	return c.st
+}
+
+// checkpoint is the test changefeed's checkpoint.
+func (c *roleCluster) checkpoint(ctx context.Context) (uint64, error) {
+	cf, err := c.st.Get(ctx, store.DefaultNamespace, scaleCF)
+	if err != nil {
+		return 0, err
+	}
+	return cf.Status.GetCheckpointTs(), nil
 }
 
 func (c *roleCluster) byID(id string) *roleMember {
@@ -725,9 +718,28 @@ type scaleWrite struct {
 // sqlLoad writes rows over the tables and records every committed
 // statement.
 type sqlLoad struct {
+	// tables and keys are how many tables it writes (t00 on) and ids per
+	// table; 0 means scaleTables and scaleKeys.
+	tables int
+	keys   int64
+
 	mu     sync.Mutex
 	writes []scaleWrite
 	err    error
+}
+
+// start runs the load aside on conn; stop ends it and returns once it has
+// (further calls do nothing).
+func (l *sqlLoad) start(ctx context.Context, conn *sql.Conn) (stop func()) {
+	halt, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		l.run(ctx, halt, conn)
+	}()
+	return sync.OnceFunc(func() {
+		close(halt)
+		<-done
+	})
 }
 
 func (l *sqlLoad) snapshot() []scaleWrite {
@@ -758,13 +770,14 @@ func (l *sqlLoad) run(ctx context.Context, stop <-chan struct{}, conn *sql.Conn)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var lastTS uint64
+	tables, keys := cmp.Or(l.tables, scaleTables), cmp.Or(l.keys, scaleKeys)
 	for seq := 0; ; seq++ {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
 		}
-		w := scaleWrite{table: rng.IntN(scaleTables), id: rng.Int64N(scaleKeys)}
+		w := scaleWrite{table: rng.IntN(tables), id: rng.Int64N(keys)}
 		k := [2]int64{int64(w.table), w.id}
 		var res sql.Result
 		var err error
@@ -784,32 +797,39 @@ func (l *sqlLoad) run(ctx context.Context, stop <-chan struct{}, conn *sql.Conn)
 			fail(fmt.Errorf("write %d (%+v) changed no row (%d, %v)", seq, w, n, err))
 			return
 		}
-		var info string
-		if err := conn.QueryRowContext(ctx, "SELECT @@tidb_last_txn_info").Scan(&info); err != nil {
-			fail(fmt.Errorf("write %d: @@tidb_last_txn_info: %w", seq, err))
+		ts, err := lastCommitTS(ctx, conn, lastTS)
+		if err != nil {
+			fail(fmt.Errorf("write %d: %w", seq, err))
 			return
 		}
-		var txn struct {
-			CommitTS uint64 `json:"commit_ts"`
-		}
-		if err := json.Unmarshal([]byte(info), &txn); err != nil || txn.CommitTS == 0 {
-			fail(fmt.Errorf("write %d: @@tidb_last_txn_info %q: no commit_ts (%v)", seq, info, err))
-			return
-		}
-		// One connection, one statement at a time: each commits after
-		// the last, so a commit ts that does not grow is a stale read
-		// of the variable.
-		if txn.CommitTS <= lastTS {
-			fail(fmt.Errorf("write %d: commit ts %d not above the previous %d", seq, txn.CommitTS, lastTS))
-			return
-		}
-		lastTS = txn.CommitTS
-		w.ts, w.at = txn.CommitTS, time.Now()
+		lastTS = ts
+		w.ts, w.at = ts, time.Now()
 		exists[k] = !w.del
 		l.mu.Lock()
 		l.writes = append(l.writes, w)
 		l.mu.Unlock()
 	}
+}
+
+// lastCommitTS is the commit ts of the last statement on conn, read from
+// @@tidb_last_txn_info. One connection commits one statement after the
+// other, so a ts not above after (the previous one) is a stale read of the
+// variable, an error.
+func lastCommitTS(ctx context.Context, conn *sql.Conn, after uint64) (uint64, error) {
+	var info string
+	if err := conn.QueryRowContext(ctx, "SELECT @@tidb_last_txn_info").Scan(&info); err != nil {
+		return 0, fmt.Errorf("@@tidb_last_txn_info: %w", err)
+	}
+	var txn struct {
+		CommitTS uint64 `json:"commit_ts"`
+	}
+	if err := json.Unmarshal([]byte(info), &txn); err != nil || txn.CommitTS == 0 {
+		return 0, fmt.Errorf("@@tidb_last_txn_info %q: no commit_ts (%v)", info, err)
+	}
+	if txn.CommitTS <= after {
+		return 0, fmt.Errorf("commit ts %d not above the previous %d", txn.CommitTS, after)
+	}
+	return txn.CommitTS, nil
 }
 
 // scaleKey is one row key: table index and id.
@@ -827,6 +847,7 @@ type scaleRecord struct {
 // kafkaView reads the tables' topics incrementally, from the start, and
 // keeps every key's records in the order its partition holds them.
 type kafkaView struct {
+	tables  int // topics of tables t00 on it reads; scaleTables by default
 	cl      *kgo.Client
 	adm     *kadm.Client
 	decode  func([]byte) (map[string]any, error)
@@ -843,7 +864,7 @@ func newKafkaView(t *testing.T, brokers []string, rc *sr.Client) *kafkaView {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(200*time.Millisecond), kgo.MetadataMinAge(100*time.Millisecond))
 	require.NoError(t, err)
-	return &kafkaView{cl: cl, adm: kadm.NewClient(cl), decode: avroDecoder(rc),
+	return &kafkaView{tables: scaleTables, cl: cl, adm: kadm.NewClient(cl), decode: avroDecoder(rc),
 		added: map[string]bool{}, next: map[string]map[int32]int64{}, byKey: map[scaleKey][]scaleRecord{},
 		part: map[scaleKey]int32{}, present: map[string]bool{}, tombs: map[scaleKey]int{}}
 }
@@ -856,7 +877,7 @@ func (k *kafkaView) catchUp(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var all []string
-	for i := range scaleTables {
+	for i := range k.tables {
 		all = append(all, scaleTopic(i))
 	}
 	topics, err := k.adm.ListTopics(ctx, all...)
@@ -1064,10 +1085,10 @@ func (k *kafkaView) verifyState(rows map[scaleKey]string) error {
 }
 
 // readScaleTables is every row of the tables: (table, id) → v.
-func readScaleTables(ctx context.Context, t *testing.T, db *sql.DB) map[scaleKey]string {
+func readScaleTables(ctx context.Context, t *testing.T, db *sql.DB, tables int) map[scaleKey]string {
 	t.Helper()
 	out := map[scaleKey]string{}
-	for i := range scaleTables {
+	for i := range tables {
 		rows, err := db.QueryContext(ctx, fmt.Sprintf("SELECT id, v FROM %s.%s", scaleDB, scaleTable(i)))
 		require.NoError(t, err)
 		for rows.Next() {
@@ -1104,6 +1125,21 @@ func (c *checkpointChecker) failure() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
+}
+
+// start runs the checker aside; stop ends it and returns once it has
+// (further calls do nothing).
+func (c *checkpointChecker) start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // run samples until ctx ends or a sample fails. A sample reads the

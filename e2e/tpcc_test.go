@@ -47,14 +47,9 @@ func TestTPCCThroughCDCServer(t *testing.T) {
 	pg := startPlayground(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	sqlPort := pg.sqlAddr[strings.LastIndex(pg.sqlAddr, ":")+1:]
-	tpcArgs := func(args ...string) []string {
-		return append([]string{"tpcc", "--warehouses", "1"}, append(args,
-			"-H", "127.0.0.1", "-P", sqlPort, "-D", "tpcc", "-T", "4")...)
-	}
 
 	began := time.Now()
-	r := harness.Run(t, 5*time.Minute, "", goTPC, tpcArgs("prepare")...)
+	r := harness.Run(t, 5*time.Minute, "", goTPC, tpccArgs(pg, "prepare")...)
 	require.Equal(t, 0, r.ExitCode, "go-tpc tpcc prepare:\n%s\n%s", tail(r.Stdout, 3000), tail(r.Stderr, 3000))
 	t.Logf("go-tpc tpcc --warehouses 1 prepare took %s", time.Since(began).Round(100*time.Millisecond))
 
@@ -122,7 +117,7 @@ func TestTPCCThroughCDCServer(t *testing.T) {
 	// timeout, which TPC-C can meet on one warehouse (go-tpc otherwise ends
 	// that worker); a failed transaction commits nothing, and the state
 	// comparison below holds either way.
-	tpc := harness.Start(t, "go-tpc", goTPC, tpcArgs("run", "--time", "60s", "--ignore-error")...)
+	tpc := harness.Start(t, "go-tpc", goTPC, tpccArgs(pg, "run", "--time", "60s", "--ignore-error")...)
 	var lags []time.Duration
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -162,7 +157,7 @@ func TestTPCCThroughCDCServer(t *testing.T) {
 	slices.Sort(lags)
 	require.NotEmpty(t, lags)
 	lagMax, lagP50, lagP99 := lags[len(lags)-1], percentile(lags, 0.50), percentile(lags, 0.99)
-	t.Logf("resolved ts lag behind TSO over %d samples: max %s, p50 %s, p99 %s", len(lags), lagMax, lagP50, lagP99)
+	harness.Figure(t, "resolved ts lag behind TSO over %d samples: max %s, p50 %s, p99 %s", len(lags), lagMax, lagP50, lagP99)
 	t.Logf("registrations: %d at baseline, %d at the end; unknown rows %d; duplicate registers %d; region errors %d",
 		baseline.Registers, final.Registers, final.UnknownRows, final.DuplicateRegisters, final.Errors)
 
@@ -538,6 +533,14 @@ func getJSON(ctx context.Context, t *testing.T, url string, v any) {
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, url)
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v), url)
+}
+
+// tpccArgs is a go-tpc tpcc command (prepare, run …) of one warehouse on
+// the playground's database tpcc, over 4 connections.
+func tpccArgs(pg *playground, args ...string) []string {
+	sqlPort := pg.sqlAddr[strings.LastIndex(pg.sqlAddr, ":")+1:]
+	return append([]string{"tpcc", "--warehouses", "1"}, append(args,
+		"-H", "127.0.0.1", "-P", sqlPort, "-D", "tpcc", "-T", "4")...)
 }
 
 func tail(s string, n int) string {

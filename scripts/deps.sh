@@ -7,6 +7,11 @@ set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The reference consumer's downstream databases (services/consumer and diff
+# tests, the e2e consumer test): MariaDB and PostgreSQL 15 (Debian 12's),
+# each started per test from its binaries (services/dbtest).
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 # The independent consumer of the e2e tests: Confluent's Python AvroConsumer,
 # run with Debian's interpreter (not whatever python3 is first on PATH).

@@ -126,6 +126,13 @@ func startOnce(cfg Config) (*embed.Etcd, error) {
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
 	ec.InitialCluster = ec.Name + "=" + peerURL.String()
+	// Compact old revisions: producers rewrite every pipeline's progress
+	// each interval, so without compaction the history grows without
+	// bound (10k pipelines: ~20k revisions a second) until the backend
+	// hits its quota and etcd refuses every write. Watchers that fall
+	// behind a compaction re-list (store.WatchAssignments).
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "1m"
 	// etcd logs through zap; keep it to errors so our JSON log stays ours.
 	ec.Logger = "zap"
 	ec.LogLevel = "error"

@@ -40,9 +40,10 @@ type Config struct {
 	// Version of the binary.
 	Version string
 	// TTL of the session lease: how long after the process dies its keys
-	// vanish and another coordinator can take over. 5 s keeps owner
-	// failover under 10 s (expiry ≤ TTL, then the next campaigner wins at
-	// once) while tolerating a few missed keep-alives (sent every TTL/3).
+	// vanish and another coordinator can take over (expiry ≤ TTL, then the
+	// next campaigner wins at once), and how long a stalled process keeps
+	// its session (keep-alives go every TTL/3). Processes default to 10 s,
+	// TiCDC's capture session TTL (services/node).
 	TTL time.Duration
 	// TakeOver: the etcd is this process's own (embedded in its data
 	// dir, which only one process can open), so a live member key with

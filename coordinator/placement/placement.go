@@ -65,6 +65,12 @@ type Pipeline struct {
 	// a pause has no assignment record, but stages still remember its old
 	// epoch and would refuse a lower one as a zombie.
 	LastEpoch uint64
+	// Spread, when not 0, names a group whose pipelines are placed on
+	// different members of each role where there are enough: the pieces
+	// of a table split to spread its load. A new or moved pipeline of a
+	// group goes to the member carrying fewest of the group, then the
+	// least loaded; balance moves do not look at groups.
+	Spread int64
 }
 
 // Key names a pipeline; an empty namespace is the default one.
@@ -247,9 +253,10 @@ func Plan(in Input) (Result, error) {
 			continue
 		}
 		s.placed = true
-		for _, h := range s.at {
+		for r, h := range s.at {
 			if h != nil {
 				h.load++
+				roles[r].count(s.p, h)
 			}
 		}
 	}
@@ -275,6 +282,39 @@ func Plan(in Input) (Result, error) {
 type roleState struct {
 	live map[string]*holder
 	heap loadHeap // least loaded on top
+	// spread counts, per Pipeline.Spread group, its pipelines on each
+	// member.
+	spread map[int64]map[*holder]int
+}
+
+// choose is the member a pipeline without one in role r goes to: the
+// least loaded, or for a Spread group the one carrying fewest of it.
+func (rs *roleState) choose(p *Pipeline) *holder {
+	if p.Spread == 0 {
+		return rs.heap.top()
+	}
+	group := rs.spread[p.Spread]
+	best := rs.heap.top()
+	for _, h := range rs.heap.h {
+		if n, b := group[h], group[best]; n < b || n == b && (h.load < best.load || h.load == best.load && h.id < best.id) {
+			best = h
+		}
+	}
+	return best
+}
+
+// count notes that a pipeline of p's group runs on h.
+func (rs *roleState) count(p *Pipeline, h *holder) {
+	if p.Spread == 0 || h == nil {
+		return
+	}
+	if rs.spread == nil {
+		rs.spread = map[int64]map[*holder]int{}
+	}
+	if rs.spread[p.Spread] == nil {
+		rs.spread[p.Spread] = map[*holder]int{}
+	}
+	rs.spread[p.Spread][h]++
 }
 
 func indexMembers(members []Member) (roles [numRoles]roleState, known map[string]bool, err error) {
@@ -396,10 +436,11 @@ func place(s *slot, roles *[numRoles]roleState, known map[string]bool) {
 				gone = append(gone, id)
 			}
 		}
-		h := roles[r].heap.top()
+		h := roles[r].choose(s.p)
 		s.at[r] = h
 		h.load++
 		roles[r].heap.fix(h)
+		roles[r].count(s.p, h)
 	}
 	if len(gone) > 0 {
 		s.reasons = append(s.reasons, "member gone: "+strings.Join(gone, ", "))

@@ -12,9 +12,13 @@
 // at the target ts, written to the status key only), and the changefeed's
 // warning / normal / failed state from its pipelines' errors.
 //
-// It is not responsible for: reading the upstream schema (Config.Tables),
-// the GC safepoint and finishing at the target ts (the owner's tick), nor
-// tables that DDL creates or drops after the changefeed's checkpoint.
+// It also follows the tables DDL creates and drops after the checkpoint
+// (Config.SchemaVersion) and splits hot tables into key-range pieces
+// (split.go, Config.Regions).
+//
+// It is not responsible for: reading the upstream schema or its regions
+// (the Config functions), the GC safepoint and finishing at the target ts
+// (the owner's tick).
 package scheduler
 
 import (
@@ -24,10 +28,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -39,13 +45,51 @@ import (
 	pb "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
 
-// Table is one table a changefeed replicates: one pipeline, whose id is
-// the table's logical id.
+// Table is one pipeline of a table a changefeed replicates: the whole
+// table, whose pipeline id is its logical id, or a piece of a split one
+// (PieceID).
 type Table struct {
-	ID           int64
+	ID int64
+	// TableID is the table's logical id; 0 means ID.
+	TableID      int64
 	Schema, Name string
 	// Spans are the table's record spans: one, or one per partition.
 	Spans []*pb.Span
+	// Splittable says the table may be split by key range (see split.go):
+	// its Kafka key is its row handle and it has one span.
+	Splittable bool
+	// Physical are the physical table ids the spans cover (the table's,
+	// or its partitions'): when one moves to another table (EXCHANGE
+	// PARTITION) the owner hands it over at a ts (tableList.apply).
+	Physical []int64
+	// Ineligible, when set, says why the table is not replicated (it has
+	// no primary key and no NOT NULL unique key): the lister names such
+	// tables so that the owner can tell the user about ones that appear
+	// while the changefeed runs. They get no pipeline.
+	Ineligible string
+}
+
+// eligible splits tables into those that run and the ineligible ones.
+func eligible(tables []Table) (run, skipped []Table) {
+	for _, t := range tables {
+		if t.Ineligible != "" {
+			skipped = append(skipped, t)
+		} else {
+			run = append(run, t)
+		}
+	}
+	return run, skipped
+}
+
+// normalize fills TableID and sorts by pipeline id.
+func normalize(tables []Table) []Table {
+	for i := range tables {
+		if tables[i].TableID == 0 {
+			tables[i].TableID = tables[i].ID
+		}
+	}
+	slices.SortFunc(tables, func(a, b Table) int { return cmp.Compare(a.ID, b.ID) })
+	return tables
 }
 
 // TableLister reads the tables a changefeed replicates at ts: its eligible
@@ -71,6 +115,11 @@ type Config struct {
 	// truncated between two reads shows only there, and its rows are
 	// replicated too.
 	TablesBetween func(ctx context.Context, cf *store.Changefeed, from, to uint64) ([]Table, error)
+	// Regions, with SchemaVersion, lets the owner split hot tables of
+	// changefeeds whose scheduler config enables it: every RegionInterval
+	// it counts each splittable table's regions.
+	Regions        RegionLister
+	RegionInterval time.Duration
 	// Interval paces rounds. Default 1 s: a round reads the changefeeds,
 	// members, assignments and progress records once, whatever their
 	// number.
@@ -83,8 +132,9 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultInterval = time.Second
-	DefaultMaxMoves = 16
+	DefaultInterval       = time.Second
+	DefaultMaxMoves       = 16
+	DefaultRegionInterval = 10 * time.Second
 )
 
 // Validate names the first bad field.
@@ -94,8 +144,8 @@ func (c Config) Validate() error {
 		return errors.New("scheduler: Config.Store is required")
 	case c.Tables == nil:
 		return errors.New("scheduler: Config.Tables is required")
-	case c.Interval < 0 || c.MaxMoves < 0:
-		return errors.New("scheduler: Interval and MaxMoves must not be negative")
+	case c.Interval < 0 || c.MaxMoves < 0 || c.RegionInterval < 0:
+		return errors.New("scheduler: Interval, MaxMoves and RegionInterval must not be negative")
 	}
 	return nil
 }
@@ -106,12 +156,19 @@ func (c Config) Validate() error {
 type Scheduler struct {
 	cfg Config
 	log *slog.Logger
+	// assignCache is Round's (rounds run one at a time).
+	assignCache store.AssignmentCache
 
 	// tables caches each changefeed's table list for the run (status
 	// epoch) it was read for; reads run aside (tablesOf).
 	mu     sync.Mutex
 	tables map[cfKey]*tableList
 	reads  sync.WaitGroup
+	// width is the member count of the widest stage role, as the last
+	// round saw it: how many pieces a hot table is split into.
+	width atomic.Int64
+	// rates are the pipelines' rows per minute (split.go), under mu.
+	rates map[store.PipelineRef]*rowRate
 }
 
 type cfKey struct{ ns, id string }
@@ -136,15 +193,45 @@ type tableList struct {
 	// the ts of the read before, when they did not exist yet. seen is the
 	// read that found them. respan is, for a table whose spans changed,
 	// the ts of the read before the change: its pipeline restarts no
-	// later, so rows of a new partition are not skipped.
+	// later, so rows of a new partition are not skipped. It goes once the
+	// pipeline runs on the new spans.
 	starts, seen, respan map[int64]uint64
-	refreshing           bool
-	refreshErr           error
+	// kept are the spans a table lost (partitions dropped, truncated,
+	// reorganized, exchanged away), which its pipeline keeps reading until
+	// it passes the read that found them gone.
+	kept       map[int64]keptSpans
+	refreshing bool
+	refreshErr error
+	// splits are the tables run in pieces; gens the last split
+	// generation of each table; regionsAt when regions were last counted.
+	// adopted is set once the run's records were searched for splits a
+	// previous owner made. ineligible are the tables the last read skipped.
+	ineligible map[int64]bool
+	splits     map[int64]*split
+	gens       map[int64]int
+	regionsAt  time.Time
+	adopted    bool
 }
 
 type goneTable struct {
 	Table
 	at uint64
+	// stop: the pipeline goes because its table's split changed, not
+	// because the table did; it must produce nothing after at (its
+	// assignment's target ts).
+	stop bool
+}
+
+// keptSpans are spans a table's pipeline goes on reading after its table
+// lost them, with their physical ids, until its checkpoint passes until.
+// Rows committed before the DDL that took them are the table's, and no
+// other pipeline reads them for it. Rows after it are not: the encoder
+// drops a row whose physical id belongs to another table at its commit ts
+// (EXCHANGE PARTITION), and that table's pipeline delivers it.
+type keptSpans struct {
+	spans    []*pb.Span
+	physical []int64
+	until    uint64
 }
 
 func (t *tableList) failed() bool { return t.err != nil }
@@ -160,10 +247,13 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.MaxMoves == 0 {
 		cfg.MaxMoves = DefaultMaxMoves
 	}
+	if cfg.RegionInterval == 0 {
+		cfg.RegionInterval = DefaultRegionInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{cfg: cfg, log: cfg.Logger.With("component", "scheduler"), tables: map[cfKey]*tableList{}}, nil
+	return &Scheduler{cfg: cfg, log: cfg.Logger.With("component", "scheduler"), tables: map[cfKey]*tableList{}, rates: map[store.PipelineRef]*rowRate{}}, nil
 }
 
 // Run runs rounds until ctx ends (nil) or the fence is lost
@@ -211,6 +301,7 @@ type feed struct {
 	bound  uint64 // 0: none (the tables are not followed)
 	starts map[int64]uint64
 	respan map[int64]uint64
+	stops  map[int64]uint64
 	// current are its assignment records of this run (status epoch).
 	current map[int64]*pb.PipelineAssignment
 }
@@ -225,7 +316,10 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 	if err != nil {
 		return err
 	}
-	assigned, rev, err := s.cfg.Store.Assignments(ctx, "")
+	s.width.Store(int64(stageWidth(members)))
+	// The round reads records and writes new ones, never changing one it
+	// read, so decoded records can be kept from round to round.
+	assigned, rev, err := s.cfg.Store.AssignmentsCached(ctx, "", &s.assignCache)
 	if err != nil {
 		return err
 	}
@@ -233,6 +327,9 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	s.noteRows(progress, time.Now())
+	s.mu.Unlock()
 
 	feeds := map[cfKey]*feed{}
 	for _, cf := range cfs {
@@ -292,7 +389,11 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 			continue
 		}
 		for _, t := range f.tables {
-			want = append(want, pipelineOf(f, t.ID, t.Schema, t.Name, t.ID, t.Spans, progress, lastEpoch, floor))
+			p := pipelineOf(f, t.ID, t.Schema, t.Name, t.TableID, t.Spans, progress, lastEpoch, floor)
+			if t.ID != t.TableID {
+				p.Spread = t.TableID
+			}
+			want = append(want, p)
 		}
 	}
 
@@ -306,7 +407,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 		if a := op.Assign; a != nil {
 			f := feeds[cfKey{store.NamespaceOr(a.GetNamespace()), a.GetChangefeedId()}]
 			a.ChangefeedEpoch = f.cf.Status.GetEpoch()
-			a.TargetTs = f.cf.Info.GetTargetTs()
+			a.TargetTs = f.target(a.GetPipelineId())
 			puts[s.assignmentKey(a)] = true
 			f.current[a.GetPipelineId()] = a
 		} else if u := op.Unassign; u != nil {
@@ -323,6 +424,7 @@ func (s *Scheduler) Round(ctx context.Context, fence store.Fence) error {
 			ops = append(ops, op)
 		}
 	}
+	ops = append(ops, s.retarget(feeds, puts, lastEpoch, progress)...)
 	for _, op := range plan.Ops {
 		if op.Assign != nil {
 			ops = append(ops, store.AssignmentOp{Put: op.Assign, From: op.From})
@@ -388,18 +490,23 @@ func (s *Scheduler) tablesOf(ctx context.Context, cf *store.Changefeed) (*tableL
 	tl := s.tables[k]
 	if tl == nil || tl.epoch != epoch || tl.failed() && time.Since(tl.finished) > readRetry {
 		tl = &tableList{epoch: epoch, ts: ts, done: make(chan struct{}), gone: map[int64]goneTable{},
-			starts: map[int64]uint64{}, seen: map[int64]uint64{}, respan: map[int64]uint64{}}
+			starts: map[int64]uint64{}, seen: map[int64]uint64{}, respan: map[int64]uint64{}, kept: map[int64]keptSpans{},
+			splits: map[int64]*split{}, gens: map[int64]int{}, ineligible: map[int64]bool{}}
 		s.tables[k] = tl
 		s.reads.Go(func() {
 			rctx, cancel := context.WithTimeout(ctx, readTimeout)
 			defer cancel()
 			tables, err := s.cfg.Tables(rctx, cf, ts)
+			tables, skipped := eligible(tables)
 			if err == nil && tables == nil {
 				tables = []Table{}
 			}
-			slices.SortFunc(tables, func(a, b Table) int { return cmp.Compare(a.ID, b.ID) })
+			tables = normalize(tables)
 			s.mu.Lock()
 			tl.tables, tl.err, tl.finished = tables, err, time.Now()
+			for _, t := range skipped {
+				tl.ineligible[t.ID] = true
+			}
 			s.mu.Unlock()
 			close(tl.done)
 			if err != nil {
@@ -449,30 +556,63 @@ func (s *Scheduler) refresh(ctx context.Context, cf *store.Changefeed, k cfKey, 
 		between, err = s.cfg.TablesBetween(rctx, cf, prev, ts)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err == nil && ts > tl.ts {
+		if changed {
+			var skipped []Table
+			tables, skipped = eligible(tables)
+			between, _ = eligible(between)
+			now := make(map[int64]bool, len(skipped))
+			for _, t := range skipped {
+				now[t.ID] = true
+				if !tl.ineligible[t.ID] {
+					// TiCDC skips such a table with a warning too; the
+					// user agreed to skip those there at create.
+					s.log.Warn("table not replicated", "changefeed", k.id, "namespace", k.ns,
+						"table", t.Schema+"."+t.Name, "table_id", t.ID, "reason", t.Ineligible, "ts", ts)
+				}
+			}
+			tl.ineligible = now
+			tl.apply(normalize(tables), normalize(between), ts)
+			s.log.Info("changefeed tables changed", "changefeed", k.id, "namespace", k.ns, "ts", ts, "tables", len(tl.tables), "gone", len(tl.gone))
+		}
+		tl.ts, tl.version = ts, version
+	}
+	s.mu.Unlock()
+	if err == nil {
+		err = s.resplit(rctx, cf, k, tl, ts)
+	}
+	s.mu.Lock()
 	tl.refreshing, tl.refreshErr = false, err
+	s.mu.Unlock()
 	if err != nil {
 		s.log.Warn("following a changefeed's tables failed", "changefeed", k.id, "namespace", k.ns, "err", err)
-		return
 	}
-	if ts <= tl.ts {
-		return
-	}
-	if changed {
-		tl.apply(tables, between, ts)
-		s.log.Info("changefeed tables changed", "changefeed", k.id, "namespace", k.ns, "ts", ts, "tables", len(tl.tables), "gone", len(tl.gone))
-	}
-	tl.ts, tl.version = ts, version
 }
 
 // apply records the difference between the table set and tables, read at
 // ts; between are tables DDL left behind since the last read, some of
 // which may be gone already. Scheduler.mu held.
 func (tl *tableList) apply(tables, between []Table, ts uint64) {
+	for id := range tl.splits {
+		if !slices.ContainsFunc(tables, func(t Table) bool { return t.ID == id }) {
+			delete(tl.splits, id) // dropped or truncated: its id never returns split
+		}
+	}
+	tables = layout(tables, tl.splits)
 	before := make(map[int64]Table, len(tl.tables))
+	beforeTables := make(map[int64]bool, len(tl.tables))
 	for _, t := range tl.tables {
 		before[t.ID] = t
+		beforeTables[t.TableID] = true
 	}
+	// A physical id that moves to another table (EXCHANGE PARTITION swaps
+	// a partition with a table, which takes the partition's id as its
+	// own) needs nothing of its own here. The table that took it re-spans
+	// or, under its new id, starts like any new table; the one that gave
+	// it keeps reading it up to the read that found it gone; each drops
+	// the id's rows that are the other's at their commit ts (the encoder,
+	// by the schema at that ts). So every row of a topic is delivered by
+	// that topic's one pipeline, in commit order.
 	now := make(map[int64]bool, len(tables))
 	for _, t := range tables {
 		now[t.ID] = true
@@ -487,16 +627,22 @@ func (tl *tableList) apply(tables, between []Table, ts uint64) {
 			}
 			tl.starts[t.ID], tl.seen[t.ID] = tl.ts, ts
 		case !sameSpans(old.Spans, t.Spans):
-			tl.respan[t.ID] = tl.ts
+			if r, ok := tl.respan[t.ID]; !ok || tl.ts < r {
+				tl.respan[t.ID] = tl.ts
+			} // else an earlier change not yet run restarts it earlier
+			tl.keep(t.ID, old, t, ts)
 		}
 	}
 	for id, t := range before {
 		if !now[id] {
-			tl.gone[id] = goneTable{Table: t, at: ts}
+			// Its pipeline runs on as it is, spans it kept included: it
+			// passes the reads that found them gone before this one.
+			tl.gone[id] = goneTable{Table: tl.kept[id].add(t), at: ts}
+			delete(tl.kept, id)
 		}
 	}
 	for _, t := range between {
-		if _, was := before[t.ID]; was || now[t.ID] {
+		if _, was := before[t.ID]; was || now[t.ID] || beforeTables[t.TableID] {
 			continue
 		}
 		if _, ok := tl.gone[t.ID]; ok {
@@ -509,6 +655,101 @@ func (tl *tableList) apply(tables, between []Table, ts uint64) {
 	}
 	slices.SortFunc(tables, func(a, b Table) int { return cmp.Compare(a.ID, b.ID) })
 	tl.tables = tables
+}
+
+// keep records the spans table id lost going from old to now, found at
+// ts, adding them to those it still keeps from earlier changes; a span
+// the table has again is not kept. Scheduler.mu held.
+func (tl *tableList) keep(id int64, old, now Table, ts uint64) {
+	k := tl.kept[id]
+	var spans []*pb.Span
+	var physical []int64
+	has := func(sp *pb.Span) bool {
+		return slices.ContainsFunc(now.Spans, func(x *pb.Span) bool { return proto.Equal(x, sp) })
+	}
+	for i, sp := range k.spans {
+		if !has(sp) {
+			spans, physical = append(spans, sp), append(physical, k.physical[i])
+		}
+	}
+	for i, sp := range old.Spans {
+		if has(sp) || slices.ContainsFunc(spans, func(x *pb.Span) bool { return proto.Equal(x, sp) }) {
+			continue
+		}
+		var p int64
+		if len(old.Physical) == len(old.Spans) {
+			p = old.Physical[i]
+		}
+		spans, physical = append(spans, sp), append(physical, p)
+	}
+	if len(spans) == 0 {
+		delete(tl.kept, id)
+		return
+	}
+	tl.kept[id] = keptSpans{spans: spans, physical: physical, until: ts}
+}
+
+// withKept is t as its pipeline runs it: with the spans it still keeps
+// until it passes the read that found them gone. A pipeline already
+// running on all of them that did pass drops them (and its respan, which
+// that run served). Scheduler.mu held.
+func (tl *tableList) withKept(f *feed, t Table, progress map[store.PipelineRef]*pb.PipelineStatus) Table {
+	k, ok := tl.kept[t.ID]
+	if !ok {
+		return t
+	}
+	all := inOrderOf(k.add(t), f.current[t.ID].GetSpans())
+	if sameSpans(f.current[t.ID].GetSpans(), all.Spans) {
+		if cp, ok := pipelineCheckpoint(f, t.ID, progress); ok && cp >= k.until {
+			delete(tl.kept, t.ID)
+			delete(tl.respan, t.ID)
+			delete(f.respan, t.ID)
+			return t
+		}
+	}
+	return all
+}
+
+// add is t with the kept spans after its own.
+func (k keptSpans) add(t Table) Table {
+	if len(k.spans) == 0 {
+		return t
+	}
+	all := t
+	all.Spans = append(slices.Clip(t.Spans), k.spans...)
+	if len(t.Physical) == len(t.Spans) {
+		all.Physical = append(slices.Clip(t.Physical), k.physical...)
+	}
+	return all
+}
+
+// inOrderOf is t with its spans in the order of cur when they are the same
+// set: a table that only lost spans, which it keeps, runs on as it is
+// rather than restart for their order.
+func inOrderOf(t Table, cur []*pb.Span) Table {
+	if len(cur) != len(t.Spans) || sameSpans(cur, t.Spans) {
+		return t
+	}
+	idx := make([]int, len(cur))
+	for i, sp := range cur {
+		j := slices.IndexFunc(t.Spans, func(x *pb.Span) bool { return proto.Equal(x, sp) })
+		if j < 0 {
+			return t
+		}
+		idx[i] = j
+	}
+	out := t
+	out.Spans = make([]*pb.Span, len(cur))
+	for i, j := range idx {
+		out.Spans[i] = t.Spans[j]
+	}
+	if len(t.Physical) == len(t.Spans) {
+		out.Physical = make([]int64, len(cur))
+		for i, j := range idx {
+			out.Physical[i] = t.Physical[j]
+		}
+	}
+	return out
 }
 
 func sameSpans(a, b []*pb.Span) bool {
@@ -562,25 +803,53 @@ func (s *Scheduler) want(f *feed, progress map[store.PipelineRef]*pb.PipelineSta
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tl := f.list
+	if !tl.adopted {
+		// A previous owner's splits of this run go on as they are.
+		tl.adopted = true
+		if splits := adopt(tl.tables, f.current); len(splits) > 0 {
+			for id, sp := range splits {
+				tl.splits[id], tl.gens[id] = sp, sp.gen
+			}
+			tl.tables = normalize(layout(tl.tables, tl.splits))
+		}
+	}
 	if s.cfg.SchemaVersion != nil {
 		f.bound = tl.ts // else the first read's tables are all there is
 	}
-	f.starts = maps.Clone(tl.starts)
-	f.respan = maps.Clone(tl.respan)
+	f.stops = map[int64]uint64{}
 	f.tables = []Table{}
 	var running []goneTable
 	for id, g := range tl.gone {
 		if cp, ok := pipelineCheckpoint(f, id, progress); ok && cp >= g.at {
 			delete(tl.gone, id) // done: not wanted any more, so unassigned
+			if g.stop {
+				delete(tl.respan, id) // a successor of the same id starts at g.at
+			}
 			continue
 		}
 		running = append(running, g)
+		if g.stop {
+			f.stops[id] = g.at
+		}
+	}
+	f.starts = maps.Clone(tl.starts)
+	f.respan = maps.Clone(tl.respan) // after the stopped ones dropped theirs
+	// A pipeline that starts at ts waits while any pipeline stopping at
+	// or before ts runs: one comparison with the earliest of them.
+	firstStop := uint64(math.MaxUint64)
+	for _, g := range running {
+		firstStop = min(firstStop, g.at)
 	}
 	for _, t := range tl.tables {
-		if seen, fresh := tl.seen[t.ID]; fresh && f.current[t.ID] == nil &&
-			slices.ContainsFunc(running, func(g goneTable) bool { return g.at <= seen }) {
+		if seen, fresh := tl.seen[t.ID]; fresh && f.current[t.ID] == nil && firstStop <= seen {
 			f.bound = min(f.bound, tl.starts[t.ID]) // it will start there (fresh tables exist only when following)
 			continue
+		}
+		t = tl.withKept(f, t, progress)
+		if sameSpans(f.current[t.ID].GetSpans(), t.Spans) {
+			// It runs on them already (restarted from its respan, or
+			// placed since): a later change restarts it from its own read.
+			delete(tl.respan, t.ID)
 		}
 		f.tables = append(f.tables, t)
 	}

@@ -1,8 +1,13 @@
 package scheduler_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +44,10 @@ type env struct {
 	mu     sync.Mutex
 	tables []scheduler.Table
 	reads  int
+	// The upstream as a following scheduler sees it (following): a
+	// fresh TSO and the schema version at it.
+	ts      uint64
+	version int64
 }
 
 func newEnv(t *testing.T, tables int) *env {
@@ -77,6 +86,63 @@ func (e *env) scheduler() *scheduler.Scheduler {
 	}})
 	require.NoError(e.t, err)
 	return s
+}
+
+// following completes cfg into a scheduler that follows the env's
+// upstream: its tables now, and a schema version setSchema moves.
+func (e *env) following(cfg scheduler.Config) *scheduler.Scheduler {
+	e.t.Helper()
+	cfg.Store = e.st
+	cfg.Tables = func(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return slices.Clone(e.tables), nil
+	}
+	cfg.SchemaVersion = func(context.Context, *store.Changefeed) (uint64, int64, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.ts, e.version, nil
+	}
+	s, err := scheduler.New(cfg)
+	require.NoError(e.t, err)
+	return s
+}
+
+// setSchema is a DDL: the upstream at ts has tables, under a new schema
+// version.
+func (e *env) setSchema(ts uint64, tables ...scheduler.Table) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ts, e.version, e.tables = ts, e.version+1, tables
+}
+
+// advance moves the upstream's TSO with no DDL.
+func (e *env) advance(ts uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ts = ts
+}
+
+// settle runs rounds of s until cond holds.
+func (e *env) settle(s *scheduler.Scheduler, what string, cond func() bool) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { e.round(s); return cond() }, 10*time.Second, 5*time.Millisecond, what)
+}
+
+// reached reports pipeline id's progress at cp under its record's epoch.
+func (e *env) reached(id int64, cp uint64) {
+	e.t.Helper()
+	r := e.records()[id]
+	require.NotNil(e.t, r, "pipeline %d", id)
+	e.progress(id, &pb.PipelineStatus{Epoch: r.GetEpoch(), CheckpointTs: cp, ResolvedTs: cp})
+}
+
+func tables(ids ...int64) []scheduler.Table {
+	out := make([]scheduler.Table, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, table(id))
+	}
+	return out
 }
 
 func (e *env) member(id string, roles ...string) {
@@ -392,115 +458,107 @@ func TestTargetTsFinishes(t *testing.T) {
 func TestFollowsTablesTheSchemaCreatesAndDrops(t *testing.T) {
 	e := newEnv(t, 2)
 	e.member("m1", allRoles...)
-	var (
-		mu      sync.Mutex
-		ts      uint64 = 200
-		version int64  = 1
-	)
-	setSchema := func(newTs uint64, tables ...int64) {
-		mu.Lock()
-		ts, version = newTs, version+1
-		mu.Unlock()
-		e.mu.Lock()
-		e.tables = nil
-		for _, id := range tables {
-			e.tables = append(e.tables, table(id))
-		}
-		e.mu.Unlock()
-	}
-	s, err := scheduler.New(scheduler.Config{Store: e.st, Tables: func(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return append([]scheduler.Table(nil), e.tables...), nil
-	}, SchemaVersion: func(context.Context, *store.Changefeed) (uint64, int64, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return ts, version, nil
-	}})
-	require.NoError(t, err)
-	progress := func(id int64, cp uint64) {
-		r := e.records()[id]
-		require.NotNil(t, r, "pipeline %d", id)
-		e.progress(id, &pb.PipelineStatus{Epoch: r.GetEpoch(), CheckpointTs: cp, ResolvedTs: cp})
-	}
-	settle := func(what string, cond func() bool) {
-		t.Helper()
-		require.Eventually(t, func() bool { e.round(s); return cond() }, 10*time.Second, 10*time.Millisecond, what)
-	}
+	e.setSchema(200, tables(1, 2)...)
+	s := e.following(scheduler.Config{})
 
-	settle("tables 1 and 2 placed", func() bool { return len(e.records()) == 2 })
-	progress(1, 300)
-	progress(2, 300)
-	settle("checkpoint bounded by the schema read at 200", func() bool { return e.status().GetCheckpointTs() == 200 })
+	e.settle(s, "tables 1 and 2 placed", func() bool { return len(e.records()) == 2 })
+	e.reached(1, 300)
+	e.reached(2, 300)
+	e.settle(s, "checkpoint bounded by the schema read at 200", func() bool { return e.status().GetCheckpointTs() == 200 })
 
-	setSchema(400, 1, 2, 3) // CREATE TABLE between 200 and 400
-	settle("table 3 placed", func() bool { return e.records()[3] != nil })
+	e.setSchema(400, tables(1, 2, 3)...) // CREATE TABLE between 200 and 400
+	e.settle(s, "table 3 placed", func() bool { return e.records()[3] != nil })
 	require.EqualValues(t, 200, e.records()[3].GetStartTs(), "from the read before it existed")
-	progress(3, 450)
-	settle("checkpoint follows the schema to 300", func() bool { return e.status().GetCheckpointTs() == 300 })
+	e.reached(3, 450)
+	e.settle(s, "checkpoint follows the schema to 300", func() bool { return e.status().GetCheckpointTs() == 300 })
 
-	setSchema(500, 1, 3, 4) // TRUNCATE TABLE t2 (new id 4) between 400 and 500
+	e.setSchema(500, tables(1, 3, 4)...) // TRUNCATE TABLE t2 (new id 4) between 400 and 500
 	for range 5 {
 		e.round(s)
 	}
 	rs := e.records()
 	require.NotNil(t, rs[2], "the truncated table's pipeline runs on: its rows before the DDL")
 	require.Nil(t, rs[4], "its replacement waits for it")
-	progress(1, 600)
-	progress(3, 600)
-	settle("checkpoint held at the replacement's start", func() bool { return e.status().GetCheckpointTs() == 300 })
-	progress(2, 500)
-	settle("old pipeline done, replacement placed", func() bool { rs := e.records(); return rs[2] == nil && rs[4] != nil })
+	e.reached(1, 600)
+	e.reached(3, 600)
+	e.settle(s, "checkpoint held at the replacement's start", func() bool { return e.status().GetCheckpointTs() == 300 })
+	e.reached(2, 500)
+	e.settle(s, "old pipeline done, replacement placed", func() bool { rs := e.records(); return rs[2] == nil && rs[4] != nil })
 	require.EqualValues(t, 400, e.records()[4].GetStartTs())
-	progress(4, 600)
-	settle("checkpoint on to the schema's 500", func() bool { return e.status().GetCheckpointTs() == 500 })
+	e.reached(4, 600)
+	e.settle(s, "checkpoint on to the schema's 500", func() bool { return e.status().GetCheckpointTs() == 500 })
 }
 
 // A table created and dropped between two reads shows in neither; the
 // DDL history (TablesBetween) names it, and its pipeline runs from the
 // read before until past the read that missed it.
 func TestTableCreatedAndDroppedBetweenReads(t *testing.T) {
-	e := newEnv(t, 1)
+	e := newEnv(t, 0)
 	e.member("m1", allRoles...)
-	var (
-		mu      sync.Mutex
-		ts      uint64 = 200
-		version int64  = 1
-		between []scheduler.Table
-	)
-	s, err := scheduler.New(scheduler.Config{Store: e.st,
-		Tables: func(context.Context, *store.Changefeed, uint64) ([]scheduler.Table, error) {
-			return []scheduler.Table{table(1)}, nil
-		},
-		SchemaVersion: func(context.Context, *store.Changefeed) (uint64, int64, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			return ts, version, nil
-		},
+	e.setSchema(200, table(1))
+	var between []scheduler.Table // under e.mu
+	s := e.following(scheduler.Config{
 		TablesBetween: func(_ context.Context, _ *store.Changefeed, from, to uint64) ([]scheduler.Table, error) {
-			mu.Lock()
-			defer mu.Unlock()
+			e.mu.Lock()
+			defer e.mu.Unlock()
 			return between, nil
 		}})
-	require.NoError(t, err)
-	settle := func(what string, cond func() bool) {
-		t.Helper()
-		require.Eventually(t, func() bool { e.round(s); return cond() }, 10*time.Second, 10*time.Millisecond, what)
-	}
-	settle("table 1 placed, schema read at 200", func() bool { return len(e.records()) == 1 && e.status().GetCheckpointTs() == 100 })
-	r1 := e.records()[1]
-	e.progress(1, &pb.PipelineStatus{Epoch: r1.GetEpoch(), CheckpointTs: 250, ResolvedTs: 250})
-	settle("checkpoint at the schema read", func() bool { return e.status().GetCheckpointTs() == 200 })
+	e.settle(s, "table 1 placed, schema read at 200", func() bool { return len(e.records()) == 1 && e.status().GetCheckpointTs() == 100 })
+	e.reached(1, 250)
+	e.settle(s, "checkpoint at the schema read", func() bool { return e.status().GetCheckpointTs() == 200 })
 
+	e.mu.Lock()
+	between = tables(5)
+	e.mu.Unlock()
+	e.setSchema(300, table(1))
+	e.settle(s, "the short-lived table's pipeline placed", func() bool { return e.records()[5] != nil })
+	require.EqualValues(t, 200, e.records()[5].GetStartTs(), "from the read before it existed")
+	e.reached(1, 400)
+	e.settle(s, "the checkpoint waits for it", func() bool { return e.status().GetCheckpointTs() == 200 })
+	e.reached(5, 300)
+	e.settle(s, "once past the read that missed it, it stops", func() bool { return e.records()[5] == nil })
+	e.settle(s, "and the checkpoint moves on", func() bool { return e.status().GetCheckpointTs() == 300 })
+}
+
+// A table without a key that appears while the changefeed runs gets no
+// pipeline and a warning naming it; once it gets a key (ADD UNIQUE INDEX)
+// it starts like a table created then.
+func TestIneligibleTableWarnedThenStartsWhenEligible(t *testing.T) {
+	e := newEnv(t, 0)
+	e.member("m1", allRoles...)
+	e.setSchema(200, table(1))
+	var (
+		mu   sync.Mutex // the log's
+		logs bytes.Buffer
+	)
+	nokey := table(9)
+	nokey.Ineligible = "no key"
+	s := e.following(scheduler.Config{Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &logs, mu: &mu}, nil))})
+	e.settle(s, "table 1 placed", func() bool { return len(e.records()) == 1 })
+
+	e.setSchema(300, table(1), nokey)
+	e.settle(s, "the keyless table warned about", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), `msg="table not replicated" component=scheduler changefeed=cf namespace=default table=db.t9 table_id=9 reason="no key" ts=300`)
+	})
+	require.Len(t, e.records(), 1, "no pipeline for it")
+
+	e.setSchema(400, tables(1, 9)...)
+	e.settle(s, "placed once it has a key", func() bool { return e.records()[9] != nil })
+	require.EqualValues(t, 300, e.records()[9].GetStartTs(), "from the read before it was eligible")
 	mu.Lock()
-	ts, version, between = 300, 2, []scheduler.Table{table(5)}
-	mu.Unlock()
-	settle("the short-lived table's pipeline placed", func() bool { return e.records()[5] != nil })
-	r5 := e.records()[5]
-	require.EqualValues(t, 200, r5.GetStartTs(), "from the read before it existed")
-	e.progress(1, &pb.PipelineStatus{Epoch: r1.GetEpoch(), CheckpointTs: 400, ResolvedTs: 400})
-	settle("the checkpoint waits for it", func() bool { return e.status().GetCheckpointTs() == 200 })
-	e.progress(5, &pb.PipelineStatus{Epoch: r5.GetEpoch(), CheckpointTs: 300, ResolvedTs: 300})
-	settle("once past the read that missed it, it stops", func() bool { return e.records()[5] == nil })
-	settle("and the checkpoint moves on", func() bool { return e.status().GetCheckpointTs() == 300 })
+	defer mu.Unlock()
+	require.Equal(t, 1, strings.Count(logs.String(), "table not replicated"), "warned once")
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }

@@ -85,18 +85,38 @@ func (s *Store) Unassign(ctx context.Context, fence Fence, member, namespace, ch
 // Assignments lists the assignments of a producer member ("" for all) and
 // the revision they were read at, from which WatchAssignments continues.
 func (s *Store) Assignments(ctx context.Context, member string) ([]*Assignment, int64, error) {
+	return s.AssignmentsCached(ctx, member, &AssignmentCache{})
+}
+
+// AssignmentCache keeps decoded assignments between AssignmentsCached
+// calls, by key and mod revision. The records it hands out are shared
+// with later calls: only a caller that never modifies them may use one.
+type AssignmentCache struct {
+	byKey map[string]*Assignment
+}
+
+// AssignmentsCached is Assignments decoding only the records that changed
+// since the last call with c. The owner lists every assignment each round;
+// at 10,000 pipelines decoding them all was 4% of a server's CPU, though
+// they rarely change.
+func (s *Store) AssignmentsCached(ctx context.Context, member string, c *AssignmentCache) ([]*Assignment, int64, error) {
 	resp, err := s.cli.Get(ctx, s.keys.AssignmentPrefix(member), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, etcdErr("list assignments", err)
 	}
 	out := make([]*Assignment, 0, len(resp.Kvs))
+	next := make(map[string]*Assignment, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		a, err := decodeAssignment(kv.Key, kv.Value, kv.ModRevision)
-		if err != nil {
-			return nil, 0, err
+		a := c.byKey[string(kv.Key)]
+		if a == nil || a.ModRevision != kv.ModRevision {
+			if a, err = decodeAssignment(kv.Key, kv.Value, kv.ModRevision); err != nil {
+				return nil, 0, err
+			}
 		}
+		next[a.Key] = a
 		out = append(out, a)
 	}
+	c.byKey = next
 	return out, resp.Header.Revision, nil
 }
 

@@ -226,3 +226,40 @@ func TestApplyAssignmentsAndProgressOfAllChangefeeds(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, prog, 2, "only the other changefeed's are left")
 }
+
+// The owner's list reuses what it decoded before and decodes only the
+// records written since; a deleted one is gone from the list.
+func TestAssignmentsCachedDecodesOnlyChangedRecords(t *testing.T) {
+	st, cli := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fence := ownerFence(t, st, cli)
+	require.NoError(t, st.Assign(ctx, fence, assignment(1, 1, "p1"), ""))
+	require.NoError(t, st.Assign(ctx, fence, assignment(2, 1, "p2"), ""))
+	require.NoError(t, st.Assign(ctx, fence, assignment(3, 1, "p2"), ""))
+	var c store.AssignmentCache
+	first, _, err := st.AssignmentsCached(ctx, "", &c)
+	require.NoError(t, err)
+	require.Len(t, first, 3)
+	byID := func(as []*store.Assignment) map[int64]*store.Assignment {
+		m := map[int64]*store.Assignment{}
+		for _, a := range as {
+			m[a.Record.GetPipelineId()] = a
+		}
+		return m
+	}
+	before := byID(first)
+
+	require.NoError(t, st.Assign(ctx, fence, assignment(2, 2, "p2"), "p2"))
+	require.NoError(t, st.Unassign(ctx, fence, "p2", "default", "cf", 3))
+	second, _, err := st.AssignmentsCached(ctx, "", &c)
+	require.NoError(t, err)
+	after := byID(second)
+	require.Len(t, after, 2)
+	require.Same(t, before[1], after[1], "unchanged: reused")
+	require.NotSame(t, before[2], after[2], "rewritten: decoded again")
+	require.EqualValues(t, 2, after[2].Record.GetEpoch())
+	plain, _, err := st.Assignments(ctx, "")
+	require.NoError(t, err)
+	require.Len(t, plain, 2)
+}

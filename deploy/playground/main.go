@@ -223,6 +223,9 @@ func run(ctx context.Context, o *options, out io.Writer) (err error) {
 		return err
 	}
 	stack = append(stack, db.Close)
+	if err := tuneTiDB(ctx, db.SQLAddr()); err != nil {
+		return err
+	}
 
 	if o.synthetic {
 		stopSynth, err := startSynthetic(ctx, o, db.SQLAddr(), emu, log.With("part", "synthetic"), out)
@@ -241,6 +244,32 @@ func run(ctx context.Context, o *options, out io.Writer) (err error) {
 	if chk != nil {
 		if cerr := chk.Err(); cerr != nil {
 			return fmt.Errorf("change-data invariants violated: %w", cerr)
+		}
+	}
+	return nil
+}
+
+// tuneTiDB sets what TiDB needs on this storage engine for the DDL users
+// run. ADD INDEX by default backfills through ingest (local sort, then an
+// import into TiKV) under the distributed task framework; unistore has no
+// import API, so the job never finishes — the transactional backfill works.
+// RECOVER TABLE and FLASHBACK check the GC safe point in mysql.tidb, which
+// TiDB's GC worker writes; with no GC running here there is none, so one
+// far in the past says every version is still there, which is true.
+func tuneTiDB(ctx context.Context, sqlAddr string) error {
+	db, err := sql.Open("mysql", "root@tcp("+sqlAddr+")/")
+	if err != nil {
+		return fmt.Errorf("tidb settings: %w", err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		"SET GLOBAL tidb_ddl_enable_fast_reorg = OFF",
+		"SET GLOBAL tidb_enable_dist_task = OFF",
+		"INSERT IGNORE INTO mysql.tidb (variable_name, variable_value, comment) VALUES " +
+			"('tikv_gc_safe_point', '20000101-00:00:00.000 +0000', 'playground: no GC runs, every version is kept')",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("tidb settings: %s: %w", q, err)
 		}
 	}
 	return nil

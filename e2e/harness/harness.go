@@ -248,6 +248,20 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process (not its group).
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// error (nil for exit status 0).
+func (p *Proc) Wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.waitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("%s did not exit within %s", p.Name, timeout)
+	}
+}
+
 // Kill sends SIGKILL (kill -9) to the process and waits for it.
 func (p *Proc) Kill() {
 	if p.Exited() {

@@ -185,6 +185,28 @@ func New(snap *Snapshot, opts Options) (*History, error) {
 	return h, nil
 }
 
+// UnknownError is the ErrUnknown of one lookup: the id and the ts asked.
+type UnknownError struct {
+	PhysicalID int64
+	Ts         uint64
+}
+
+func (e *UnknownError) Error() string {
+	return fmt.Sprintf("%v: table %d at %d", ErrUnknown, e.PhysicalID, e.Ts)
+}
+
+// Is makes errors.Is(err, ErrUnknown) hold.
+func (e *UnknownError) Is(target error) bool { return target == ErrUnknown }
+
+// Knows reports whether the history has seen physicalID at any ts: a
+// partition that a DDL not yet in the history adds is unknown until that
+// DDL arrives, though TiDB writes rows into it before.
+func (h *History) Knows(physicalID int64) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.versions[physicalID]) > 0
+}
+
 // Resolved is the ts up to which the history is complete: every DDL with
 // finished ts ≤ Resolved() has been applied.
 func (h *History) Resolved() uint64 {
@@ -253,13 +275,43 @@ func (h *History) Lookup(physicalID int64, ts uint64) (*Version, error) {
 		return nil, fmt.Errorf("%w: table %d at %d, history starts at %d", ErrTooOld, physicalID, ts, h.floor)
 	}
 	v := versionAt(h.versions[physicalID], ts)
+	if v == nil {
+		v = h.partitionBeforeItsDDL(physicalID, ts)
+	}
 	switch {
 	case v == nil:
-		return nil, fmt.Errorf("%w: table %d at %d", ErrUnknown, physicalID, ts)
+		return nil, &UnknownError{PhysicalID: physicalID, Ts: ts}
 	case v.Gone != NotGone:
 		return v, fmt.Errorf("%w: table %d %s at %d", ErrDropped, physicalID, v.Gone, v.Since)
 	}
 	return v, nil
+}
+
+// partitionBeforeItsDDL is the version to decode a row of physicalID
+// committed before the DDL that made it a partition finished: its
+// logical table's version at ts, when the id's first version is a live
+// partition of a table live at ts; nil otherwise. TiDB writes to new
+// partition ids from an intermediate state of the job, before its finished
+// ts: TRUNCATE PARTITION swaps the new ids in at StateDeleteOnly, so rows
+// inserted from then on exist only there (real rows, which must not be
+// lost), and REORGANIZE PARTITION double-writes and backfills its new
+// partitions from StateWriteOnly (copies of rows the old partitions
+// deliver too, so at worst duplicates). Partition DDLs never change the
+// columns, so the logical table's version at ts decodes them. mu held.
+func (h *History) partitionBeforeItsDDL(physicalID int64, ts uint64) *Version {
+	vs := h.versions[physicalID]
+	if len(vs) == 0 {
+		return nil
+	}
+	first := vs[0]
+	if first.Gone != NotGone || first.LogicalID == physicalID {
+		return nil
+	}
+	lv := versionAt(h.versions[first.LogicalID], ts)
+	if lv == nil || lv.Gone != NotGone || lv.LogicalID != first.LogicalID || lv.Table.Info.GetPartitionInfo() == nil {
+		return nil
+	}
+	return lv
 }
 
 func versionAt(vs []*Version, ts uint64) *Version {

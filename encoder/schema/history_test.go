@@ -249,7 +249,9 @@ func TestPartitionChanges(t *testing.T) {
 
 	// ADD PARTITION
 	applyAt(t, h, job(model.ActionAddTablePartition, 1, 102, 11, partitioned(102, "pt", 1021, 1022, 1023)), 1010)
-	unknown(t, h, 1023, 1009)
+	// Before its DDL finished a new partition's id decodes as its table
+	// (TestPartitionRowsBeforeTheirDDLFinished).
+	require.Equal(t, int64(102), at(t, h, 1023, 1009, "test", "pt").LogicalID)
 	at(t, h, 1023, 1010, "test", "pt")
 
 	// DROP PARTITION
@@ -261,7 +263,7 @@ func TestPartitionChanges(t *testing.T) {
 	// TRUNCATE PARTITION: 1021 is replaced by 1024.
 	applyAt(t, h, job(model.ActionTruncateTablePartition, 1, 102, 13, partitioned(102, "pt", 1024, 1023)), 1030)
 	gone(t, h, 1021, 1030, Truncated)
-	unknown(t, h, 1024, 1029)
+	at(t, h, 1024, 1029, "test", "pt")
 	at(t, h, 1024, 1030, "test", "pt")
 
 	// REORGANIZE PARTITION: 1023 and 1024 become 1025.
@@ -283,6 +285,39 @@ func TestPartitionChanges(t *testing.T) {
 		gone(t, h, id, 1060, Replaced)
 	}
 	at(t, h, 104, 1060, "test", "pt")
+}
+
+// TestPartitionRowsBeforeTheirDDLFinished: TiDB writes rows into the new
+// partition ids of TRUNCATE PARTITION (from StateDeleteOnly, real rows) and
+// REORGANIZE PARTITION (double writes and backfill, from StateWriteOnly)
+// before the job's finished ts. Such a row decodes with its table's
+// version at its ts; a row of an id that never became a partition, or of
+// one whose table is not live at the ts, stays unknown.
+func TestPartitionRowsBeforeTheirDDLFinished(t *testing.T) {
+	h := newHistory(t, Options{}, partitioned(102, "pt", 1021, 1022), keyed(110, "plain"))
+	before := partitioned(102, "pt", 1021, 1022)
+	before.Comment = "before"
+	applyAt(t, h, job(model.ActionModifyTableComment, 1, 102, 11, before), 1005)
+
+	// TRUNCATE PARTITION: 1021 → 1023, finished at 1020.
+	applyAt(t, h, job(model.ActionTruncateTablePartition, 1, 102, 12, partitioned(102, "pt", 1023, 1022)), 1020)
+	v := at(t, h, 1023, 1010, "test", "pt")
+	require.Equal(t, int64(102), v.LogicalID)
+	require.Equal(t, uint64(1005), v.Since, "the table's version at the row's ts")
+	require.Equal(t, "before", v.Table.Info.Comment)
+	at(t, h, 1021, 1019, "test", "pt") // the old id is live until the DDL
+	gone(t, h, 1021, 1020, Truncated)
+
+	// REORGANIZE PARTITION: 1022 and 1023 → 1024, finished at 1040.
+	applyAt(t, h, job(model.ActionReorganizePartition, 1, 102, 13, partitioned(102, "pt", 1024)), 1040)
+	require.Equal(t, uint64(1020), at(t, h, 1024, 1030, "test", "pt").Since)
+
+	// Never a partition, or its table gone at the ts: unknown.
+	unknown(t, h, 1099, 1030)
+	applyAt(t, h, job(model.ActionDropTable, 1, 102, 14, nil), 1050)
+	applyAt(t, h, job(model.ActionCreateTable, 1, 120, 15, partitioned(120, "pt2", 1201)), 1060)
+	unknown(t, h, 1201, 1055)
+	unknown(t, h, 120, 1055)
 }
 
 func TestExchangePartition(t *testing.T) {

@@ -294,6 +294,9 @@ func checkAgainstModel(t *testing.T, seed uint64) {
 			i := sort0(g.steps, ts)
 			for id := range ids {
 				want, known := g.steps[i].phys[id]
+				if !known {
+					want, known = modelBeforeItsDDL(g.steps, i, id)
+				}
 				v, err := h.Lookup(id, ts)
 				switch {
 				case !known:
@@ -315,6 +318,33 @@ func checkAgainstModel(t *testing.T, seed uint64) {
 	check(f)
 	_, err := h.Lookup(slices.Collect(maps.Keys(ids))[0], f-1)
 	require.True(t, errors.Is(err, ErrTooOld))
+}
+
+// modelBeforeItsDDL is what an id unknown at step i reads as
+// (History.partitionBeforeItsDDL): its logical table's entry at step i when
+// the id's first entry is a live partition of a table that is live and
+// partitioned at step i.
+func modelBeforeItsDDL(steps []modelStep, i int, id int64) (modelEntry, bool) {
+	for _, s := range steps[i+1:] {
+		first, ok := s.phys[id]
+		if !ok {
+			continue
+		}
+		if first.gone || first.logical == id {
+			return modelEntry{}, false
+		}
+		lv, ok := steps[i].phys[first.logical]
+		if !ok || lv.gone || lv.logical != first.logical {
+			return modelEntry{}, false
+		}
+		for p, e := range steps[i].phys {
+			if p != first.logical && e.logical == first.logical && !e.gone {
+				return lv, true
+			}
+		}
+		return modelEntry{}, false
+	}
+	return modelEntry{}, false
 }
 
 // sort0 is the index of the last step with ts ≤ the given ts.

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -91,3 +92,66 @@ func (s *Store) Close() error {
 	s.cancelPD()
 	return err
 }
+
+// KeyRange is a range of raw (unencoded) keys, End exclusive; an empty End
+// is the end of the key space.
+type KeyRange struct{ Start, End []byte }
+
+// Regions returns, for each of ranges (sorted, not overlapping), the key
+// ranges of the regions holding it, clipped to it, in key order: what PD
+// reports now, not the region cache. Few ranges are scanned one by one;
+// many (a changefeed's tables) in one scan over all of them.
+func (s *Store) Regions(ctx context.Context, ranges []KeyRange) ([][]KeyRange, error) {
+	out := make([][]KeyRange, len(ranges))
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	bo := tikv.NewBackoffer(ctx, regionScanBackoff)
+	cache := s.kv.GetRegionCache()
+	clip := func(i int, start, end []byte) {
+		r := ranges[i]
+		if bytes.Compare(start, r.Start) < 0 {
+			start = r.Start
+		}
+		if len(end) == 0 || len(r.End) > 0 && bytes.Compare(end, r.End) > 0 {
+			end = r.End
+		}
+		if len(end) == 0 || bytes.Compare(start, end) < 0 {
+			out[i] = append(out[i], KeyRange{Start: start, End: end})
+		}
+	}
+	if len(ranges) <= 16 {
+		for i, r := range ranges {
+			regions, err := cache.LoadRegionsInKeyRange(bo, r.Start, r.End)
+			if err != nil {
+				return nil, fmt.Errorf("schema: regions of [%x, %x): %w", r.Start, r.End, err)
+			}
+			for _, reg := range regions {
+				clip(i, reg.StartKey(), reg.EndKey())
+			}
+		}
+		return out, nil
+	}
+	first, last := ranges[0].Start, ranges[len(ranges)-1].End
+	regions, err := cache.LoadRegionsInKeyRange(bo, first, last)
+	if err != nil {
+		return nil, fmt.Errorf("schema: regions of [%x, %x): %w", first, last, err)
+	}
+	i := 0
+	for _, reg := range regions {
+		// A region may hold several ranges and a range several regions.
+		for i < len(ranges) && len(ranges[i].End) > 0 && bytes.Compare(ranges[i].End, reg.StartKey()) <= 0 {
+			i++
+		}
+		for j := i; j < len(ranges); j++ {
+			if len(reg.EndKey()) > 0 && bytes.Compare(ranges[j].Start, reg.EndKey()) >= 0 {
+				break
+			}
+			clip(j, reg.StartKey(), reg.EndKey())
+		}
+	}
+	return out, nil
+}
+
+// regionScanBackoff bounds a region scan's retries (ms).
+const regionScanBackoff = 20000

@@ -38,7 +38,9 @@ type Config struct {
 	// SorterAddr is the SorterService a pipeline pulls from when its
 	// route names none (a `cdc server` pulls from itself).
 	SorterAddr string
-	// Upstream, when set, stands for SorterAddr's connection (tests).
+	// Upstream, when set, stands for SorterAddr's connection, whether a
+	// route names no sorter or names SorterAddr: for tests, and for a
+	// process that runs the sorter too and calls it in process.
 	Upstream tidestreamv1.SorterServiceClient
 	// RegistryTLS adds a CA and a client certificate to every changefeed's
 	// registry connection: certificates are files of the node, not part of
@@ -46,7 +48,9 @@ type Config struct {
 	RegistryCAFile, RegistryCertFile, RegistryKeyFile string
 
 	// Workers bounds the goroutines encoding at once across all pipelines;
-	// default GOMAXPROCS.
+	// default GOMAXPROCS. It bounds CPU work only: a goroutine waiting on
+	// the schema registry holds no worker (registry.Config.MaxInFlight
+	// bounds those calls).
 	Workers int
 	// InFlight bounds the chunks of one pipeline being encoded or waiting
 	// to be sent, so one pipeline can use several workers while its output
@@ -55,6 +59,14 @@ type Config struct {
 	// ChunkBytes closes a chunk of raw events (at a transaction boundary)
 	// once it holds this many bytes; one chunk is one EncodedBatch.
 	ChunkBytes int
+	// SplitTxnBytes is the most of one transaction a chunk holds: a larger
+	// transaction is encoded and sent in pieces of about this size, its
+	// resolved ts only after the last, so neither the encoder nor a batch
+	// has to hold all of it (a batch must stay under the stream's message
+	// limit). Within a piece deletes still go first; across pieces a
+	// tombstone for a Kafka key the transaction already wrote is dropped,
+	// which leaves the key as the transaction left it.
+	SplitTxnBytes int
 	// RetryBackoff and MaxRetryBackoff pace re-subscribing to a sorter
 	// after a transient failure.
 	RetryBackoff, MaxRetryBackoff time.Duration
@@ -84,6 +96,7 @@ type Knobs struct {
 const (
 	DefaultInFlight        = 8
 	DefaultChunkBytes      = 1 << 20
+	DefaultSplitTxnBytes   = 4 << 20 // raw; encoded it stays well under contract.MaxBatchBytes
 	DefaultRetryBackoff    = 50 * time.Millisecond
 	DefaultMaxRetryBackoff = 5 * time.Second
 	DefaultIdleTimeout     = time.Minute
@@ -103,8 +116,8 @@ func (c Config) Validate() error {
 		return errors.New("encoder service: Config.Changefeeds is required")
 	case c.LoadSnapshot == nil:
 		return errors.New("encoder service: Config.LoadSnapshot is required")
-	case c.Workers < 0 || c.InFlight < 0 || c.ChunkBytes < 0:
-		return errors.New("encoder service: Workers, InFlight and ChunkBytes must not be negative")
+	case c.Workers < 0 || c.InFlight < 0 || c.ChunkBytes < 0 || c.SplitTxnBytes < 0:
+		return errors.New("encoder service: Workers, InFlight, ChunkBytes and SplitTxnBytes must not be negative")
 	case c.RetryBackoff < 0 || c.MaxRetryBackoff < 0 || c.IdleTimeout < 0 || c.WarnInterval < 0:
 		return errors.New("encoder service: durations must not be negative")
 	}
@@ -120,6 +133,9 @@ func (c *Config) fill() {
 	}
 	if c.ChunkBytes == 0 {
 		c.ChunkBytes = DefaultChunkBytes
+	}
+	if c.SplitTxnBytes == 0 {
+		c.SplitTxnBytes = DefaultSplitTxnBytes
 	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = DefaultRetryBackoff

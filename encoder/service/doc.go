@@ -18,5 +18,7 @@
 // retried in place; a row that cannot be decoded or encoded, or a schema
 // the registry refuses, is Fatal for the changefeed and names the table (and
 // the key and commit ts, or the DDL); nothing is skipped except the rows of
-// table versions that are not replicated, which are counted and logged.
+// table versions that are not replicated, which are counted and logged, and
+// rows that belong at their commit ts to another table than the pipeline's
+// (an exchanged partition id), which that table's pipeline delivers.
 package service

@@ -44,6 +44,8 @@ type history struct {
 	idle    *time.Timer
 	stopped bool
 	forgot  uint64 // the highest ts passed to Forget: lookups below it fail
+	// nextForget: acks run forgetLocked no earlier than this (f.mu).
+	nextForget time.Time
 }
 
 // serves reports whether a pipeline starting at fromTs can use the

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	eventsIn, recordsOut metric.Int64Counter
 	skipped              metric.Int64Counter
+	elsewhere            metric.Int64Counter
 	retries              metric.Int64Counter
 	streams              metric.Int64UpDownCounter
 	reg                  metric.Registration
@@ -29,6 +30,9 @@ func (m *metrics) init(s *Service) error {
 	err = errors.Join(err, e)
 	m.skipped, e = meter.Int64Counter("tidestream.encoder.rows.skipped",
 		metric.WithDescription("rows of table versions that are not replicated (no unique key, filtered, system schema)"))
+	err = errors.Join(err, e)
+	m.elsewhere, e = meter.Int64Counter("tidestream.encoder.rows.elsewhere",
+		metric.WithDescription("rows of a physical id that another table's pipeline delivers: it belongs to that table at their commit ts (EXCHANGE PARTITION)"))
 	err = errors.Join(err, e)
 	m.retries, e = meter.Int64Counter("tidestream.encoder.upstream.retries",
 		metric.WithDescription("re-subscriptions to a sorter after a transient failure"))

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +28,8 @@ import (
 // Goroutines: the receiver pulls the sorter and cuts the events into
 // chunks at transaction boundaries; each chunk is encoded by a goroutine of
 // its own (waiting for the schema history, then for one of the service's
-// workers), so one busy pipeline uses several cores; the sender sends the
+// workers, which it gives back while it waits on the schema registry), so
+// one busy pipeline uses several cores; the sender sends the
 // chunks' batches strictly in the order they were cut. The ordered queue
 // between receiver and sender holds at most Config.InFlight chunks, which
 // bounds the pipeline's memory and pushes back on the sorter.
@@ -54,6 +57,11 @@ type chunk struct {
 	size      int // raw bytes of the events
 	last      pos // of the chunk's last event, ignored ones included
 	hasLast   bool
+	// split, when set, is a transaction this chunk holds a piece of
+	// (Config.SplitTxnBytes); prev is the previous piece's done, which
+	// this one's encoding waits for.
+	split *splitTxn
+	prev  <-chan struct{}
 
 	done chan struct{}
 	out  *tidestreamv1.EncodedBatch
@@ -100,9 +108,54 @@ type receiver struct {
 	emitted  pos    // last event of a queued chunk
 	any      bool   // whether emitted is set
 
-	cur     *chunk // being filled; holds only whole transactions
+	cur     *chunk // being filled; whole transactions, and pieces of one split
 	curSize int
 	txn     []*tidestreamv1.RawKVEvent // the transaction being received
+	txnSize int                        // raw bytes of txn
+	// split is the transaction being sent in pieces, prev the done of
+	// its last piece queued. Kept across re-subscriptions: its queued
+	// pieces were sent.
+	split     *splitTxn
+	splitPrev <-chan struct{}
+}
+
+// splitTxn is a transaction sent in pieces: the Kafka keys its pieces
+// wrote so far (topic and key, as 128-bit hashes), which a tombstone in a
+// later piece must not erase. A transaction writes each row key once, so
+// such a tombstone is another row's that had the key before this one took
+// it (a unique key passed on, a key swapped): in one piece deletes go
+// first, and dropping it across pieces leaves the key as the transaction
+// left it.
+type splitTxn struct {
+	commit, start uint64
+	seeds         [2]maphash.Seed
+	written       map[[2]uint64]struct{}
+	pieces        int
+}
+
+func newSplitTxn(commit, start uint64) *splitTxn {
+	return &splitTxn{commit: commit, start: start, seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, written: map[[2]uint64]struct{}{}}
+}
+
+func (t *splitTxn) holds(r *row.Row) bool { return r.CommitTs == t.commit && r.StartTs == t.start }
+
+// keep says whether rec goes out, and remembers the keys written.
+func (t *splitTxn) keep(rec *tidestreamv1.EncodedRecord) bool {
+	var h [2]uint64
+	for i, seed := range t.seeds {
+		var mh maphash.Hash
+		mh.SetSeed(seed)
+		_, _ = mh.WriteString(rec.GetTopic())
+		_ = mh.WriteByte(0)
+		_, _ = mh.Write(rec.GetKey())
+		h[i] = mh.Sum64()
+	}
+	if rec.GetTombstone() {
+		_, wrote := t.written[h]
+		return !wrote
+	}
+	t.written[h] = struct{}{}
+	return true
 }
 
 // receive keeps a subscription to the sorter going and feeds the queue. A
@@ -138,7 +191,7 @@ func (p *pipe) receive(ctx context.Context, queue chan<- *chunk, encoders *sync.
 func (r *receiver) once(ctx context.Context) (progressed bool, err error) {
 	p := r.p
 	// What was received but not queued is received again.
-	r.cur, r.curSize, r.txn = nil, 0, nil
+	r.cur, r.curSize, r.txn, r.txnSize = nil, 0, nil, 0
 	up, err := p.s.sorter(p.req.GetRoute())
 	if err != nil {
 		return false, err
@@ -169,6 +222,12 @@ func (r *receiver) once(ctx context.Context) (progressed bool, err error) {
 				}
 			}
 			r.txn = append(r.txn, ev)
+			r.txnSize += len(ev.GetKey()) + len(ev.GetValue()) + len(ev.GetOldValue())
+			if r.txnSize >= p.s.cfg.SplitTxnBytes {
+				if err := r.splitTxn(ctx); err != nil {
+					return progressed, err
+				}
+			}
 		}
 		if res := b.GetResolvedTs(); res > 0 {
 			// The sorter never splits a commit ts across a resolved ts, so
@@ -185,6 +244,11 @@ func (r *receiver) once(ctx context.Context) (progressed bool, err error) {
 			if err := r.flush(ctx); err != nil {
 				return progressed, err
 			}
+			if t := r.split; t != nil && res >= t.commit {
+				p.s.log.Info("large transaction sent", "changefeed", p.key.Changefeed, "pipeline", p.key.Pipeline,
+					"commit_ts", t.commit, "pieces", t.pieces)
+				r.split, r.splitPrev = nil, nil
+			}
 			r.from = res
 			progressed = true
 		}
@@ -192,9 +256,66 @@ func (r *receiver) once(ctx context.Context) (progressed bool, err error) {
 }
 
 // endTxn moves the received transaction into the chunk being filled,
-// flushing the chunk once it is full. A transaction is never split over
-// chunks: mount.OrderTxns must see all of it to put its deletes first.
+// flushing the chunk once it is full. A transaction up to SplitTxnBytes is
+// never split over chunks: mount.OrderTxns sees all of it to put its
+// deletes first. A larger one's last piece ends here.
 func (r *receiver) endTxn(ctx context.Context) error {
+	if t := r.split; t != nil && t.commit == r.txn[0].GetCommitTs() && t.start == r.txn[0].GetStartTs() {
+		// Its last piece. r.split stays until a resolved ts passes the
+		// transaction: should the stream break before this chunk is
+		// queued, the rest comes again and is still this transaction's.
+		if err := r.piece(ctx); err != nil {
+			return err
+		}
+	} else if err := r.take(); err != nil {
+		return err
+	}
+	if r.curSize >= r.p.s.cfg.ChunkBytes {
+		return r.flush(ctx)
+	}
+	return nil
+}
+
+// splitTxn queues what was received of a transaction too large for one
+// chunk as a piece of it (Config.SplitTxnBytes).
+func (r *receiver) splitTxn(ctx context.Context) error {
+	first := r.txn[0]
+	if t := r.split; t == nil || t.commit != first.GetCommitTs() || t.start != first.GetStartTs() {
+		r.split, r.splitPrev = newSplitTxn(first.GetCommitTs(), first.GetStartTs()), nil
+		r.p.s.log.Info("large transaction: encoding and sending it in pieces", "changefeed", r.p.key.Changefeed,
+			"pipeline", r.p.key.Pipeline, "commit_ts", first.GetCommitTs(), "start_ts", first.GetStartTs(), "piece_bytes", r.p.s.cfg.SplitTxnBytes)
+	}
+	if err := r.piece(ctx); err != nil {
+		return err
+	}
+	c := r.cur
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	r.splitPrev = c.done
+	return nil
+}
+
+// piece moves the received part of the split transaction into the chunk
+// being filled, which holds pieces of no other: a chunk's rows of its
+// split transaction are filtered as that transaction's.
+func (r *receiver) piece(ctx context.Context) error {
+	if r.cur != nil && r.cur.split != nil && r.cur.split != r.split {
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.take(); err != nil {
+		return err
+	}
+	r.cur.split, r.cur.prev = r.split, r.splitPrev
+	r.split.pieces++
+	return nil
+}
+
+// take moves the received transaction (or part) into the chunk being
+// filled.
+func (r *receiver) take() error {
 	if r.cur == nil {
 		r.cur = &chunk{}
 	}
@@ -209,10 +330,7 @@ func (r *receiver) endTxn(ctx context.Context) error {
 	r.cur.last = posOf(r.txn[len(r.txn)-1])
 	r.cur.hasLast = true
 	clear(r.txn) // the chunk holds the events now
-	r.txn = r.txn[:0]
-	if r.curSize >= r.p.s.cfg.ChunkBytes {
-		return r.flush(ctx)
-	}
+	r.txn, r.txnSize = r.txn[:0], 0
 	return nil
 }
 
@@ -309,25 +427,46 @@ func (p *pipe) encode(ctx context.Context, c *chunk) (*tidestreamv1.EncodedBatch
 	if err := p.hi.failed(); err != nil {
 		return nil, err
 	}
-	select {
-	case p.s.workers <- struct{}{}:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	if c.prev != nil {
+		// The previous piece of the same transaction first: it records
+		// the keys this one's tombstones are checked against. Waiting
+		// holds no worker, so the previous piece can get one.
+		select {
+		case <-c.prev:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
 	}
-	defer func() { <-p.s.workers }()
+	w := &worker{s: p.s}
+	if err := w.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer w.release()
 	if k := p.s.cfg.Knobs.BeforeEncode; k != nil {
 		k(c.seq)
 	}
 	f := p.f
 	m := f.mounters.Get().(*mount.Mounter)
 	defer f.mounters.Put(m)
-	tabs := &versionTables{h: p.hi.h}
+	var tabs *versionTables
 	rows := make([]row.Row, 0, len(c.events))
-	for _, ev := range c.events {
+	for {
 		var err error
-		if rows, err = m.Mount(ev, tabs, rows); err != nil {
+		tabs = &versionTables{h: p.hi.h}
+		if rows, err = mountAll(m, c.events, tabs, rows[:0]); err == nil {
+			break
+		}
+		var unknown *schema.UnknownError
+		if !errors.As(err, &unknown) || p.hi.h.Knows(unknown.PhysicalID) {
 			// Never skipped: a row we cannot read is a row we would lose.
 			return nil, contract.Status(contract.Fatal, codes.Internal, "encoder: pipeline %d: %v", p.key.Pipeline, err)
+		}
+		w.release() // waiting on the DDL stream uses no CPU
+		if err := p.waitForTable(ctx, unknown); err != nil {
+			return nil, err
+		}
+		if err := w.acquire(ctx); err != nil {
+			return nil, err
 		}
 	}
 	mount.OrderTxns(rows)
@@ -339,12 +478,20 @@ func (p *pipe) encode(ctx context.Context, c *chunk) (*tidestreamv1.EncodedBatch
 	// few bytes a row. Growing by append would allocate the lot twice.
 	arena := make([]byte, 0, c.size+16*len(rows))
 	var subj subjects
-	skipped := 0
+	skipped, elsewhere := 0, 0
+	table := p.req.GetTableId()
 	for i := range rows {
 		r := &rows[i]
 		v := tabs.version(r.Table)
 		if v == nil {
 			return nil, contract.Status(contract.Restart, codes.Internal, "encoder: pipeline %d: a row of %s.%s came with a table version the history did not hand out", p.key.Pipeline, r.Table.Schema, r.Table.Name)
+		}
+		if table != 0 && v.LogicalID != table {
+			// Its physical id was exchanged with another table's: at
+			// this commit ts it is that table's row, which that table's
+			// pipeline reads too and delivers, in order with its others.
+			elsewhere++
+			continue
 		}
 		if v.Eligibility != schema.Eligible {
 			// The table stopped being replicated at this version (its
@@ -356,15 +503,62 @@ func (p *pipe) encode(ctx context.Context, c *chunk) (*tidestreamv1.EncodedBatch
 			continue
 		}
 		rec := &recs[i]
-		if err := p.encodeRow(ctx, r, v, rec, &arena, &subj); err != nil {
+		if err := p.encodeRow(ctx, w, r, v, rec, &arena, &subj); err != nil {
 			return nil, err
+		}
+		if c.split != nil && c.split.holds(r) && !c.split.keep(rec) {
+			continue
 		}
 		out.Records = append(out.Records, rec)
 	}
 	if skipped > 0 {
 		p.s.m.skipped.Add(ctx, int64(skipped))
 	}
+	if elsewhere > 0 {
+		p.s.m.elsewhere.Add(ctx, int64(elsewhere))
+	}
 	return out, nil
+}
+
+func mountAll(m *mount.Mounter, events []*tidestreamv1.RawKVEvent, tabs *versionTables, rows []row.Row) ([]row.Row, error) {
+	for _, ev := range events {
+		var err error
+		if rows, err = m.Mount(ev, tabs, rows); err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
+}
+
+// unknownTableWait bounds waitForTable. A REORGANIZE PARTITION of a large
+// table backfills for as long as the copy takes, and a user would rather
+// see the changefeed fail with the id named than stall without end.
+const unknownTableWait = 30 * time.Minute
+
+// waitForTable waits until the schema history knows the id of a row it
+// could not place. TiDB writes rows into the new partition ids of TRUNCATE
+// and REORGANIZE PARTITION before the DDL finishes, so such a row can reach
+// the encoder while the DDL that names its id is still to come; the
+// history then decodes it with its table's schema at the row's ts.
+func (p *pipe) waitForTable(ctx context.Context, u *schema.UnknownError) error {
+	p.s.log.Info("rows of a table id the schema history does not know yet; waiting for the DDL that adds it",
+		"changefeed", p.key.Changefeed, "pipeline", p.key.Pipeline, "table_id", u.PhysicalID, "ts", u.Ts)
+	wctx, cancel := context.WithTimeout(ctx, unknownTableWait)
+	defer cancel()
+	for !p.hi.h.Knows(u.PhysicalID) {
+		if err := p.hi.wait(wctx, p.hi.h.Resolved()+1); err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return contract.Status(contract.Fatal, codes.Internal,
+					"encoder: pipeline %d: rows of table id %d at ts %d, which no DDL in %v named (a partition DDL that never finished?): %v",
+					p.key.Pipeline, u.PhysicalID, u.Ts, unknownTableWait, schema.ErrUnknown)
+			}
+			return err
+		}
+		if err := p.hi.failed(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // subjects caches the registry subjects of the last topic: a chunk's rows
@@ -378,7 +572,32 @@ func (s *subjects) of(topic string) *subjects {
 	return s
 }
 
-func (p *pipe) encodeRow(ctx context.Context, r *row.Row, v *schema.Version, rec *tidestreamv1.EncodedRecord, arena *[]byte, subj *subjects) error {
+// worker is an encoding goroutine's hold on one of the service's worker
+// tokens, which bound the goroutines using CPU at once — not those waiting
+// on the network.
+type worker struct {
+	s    *Service
+	held bool
+}
+
+func (w *worker) acquire(ctx context.Context) error {
+	select {
+	case w.s.workers <- struct{}{}:
+		w.held = true
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (w *worker) release() {
+	if w.held {
+		w.held = false
+		<-w.s.workers
+	}
+}
+
+func (p *pipe) encodeRow(ctx context.Context, w *worker, r *row.Row, v *schema.Version, rec *tidestreamv1.EncodedRecord, arena *[]byte, subj *subjects) error {
 	f := p.f
 	// Built only on the error paths: a string per row shows in the profile.
 	table := func() string { return r.Table.Schema + "." + r.Table.Name }
@@ -394,7 +613,22 @@ func (p *pipe) encodeRow(ctx context.Context, r *row.Row, v *schema.Version, rec
 		return fatal(err)
 	}
 	id := func(kind registry.Kind, subject, schemaJSON string) (uint32, error) {
-		n, err := f.reg.IDFor(ctx, registry.TableKey{TableID: r.Table.ID, Version: r.Table.Version, Kind: kind}, subject, schemaJSON)
+		k := registry.TableKey{TableID: r.Table.ID, Version: r.Table.Version, Kind: kind}
+		if n, ok := f.reg.Cached(k, subject); ok {
+			return n, nil
+		}
+		// A registry round trip (the first row of each table version,
+		// twice: key and value): give the worker token back while it
+		// lasts. Held, the registrations of a new changefeed's tables
+		// (2,000 for 1,000 tables) took every token (one per CPU) and
+		// ran that many at a time instead of the client's MaxInFlight,
+		// and every other chunk, of tables long registered too, queued
+		// behind them.
+		w.release()
+		n, err := f.reg.IDFor(ctx, k, subject, schemaJSON)
+		if aerr := w.acquire(ctx); aerr != nil {
+			return 0, aerr
+		}
 		if err == nil {
 			return n, nil
 		}

@@ -118,10 +118,10 @@ func (s *Service) Close() {
 // sorter returns the client of the sorter a route names, or of the default.
 func (s *Service) sorter(route *tidestreamv1.Route) (tidestreamv1.SorterServiceClient, error) {
 	addr := route.GetSorterAddr()
+	if s.cfg.Upstream != nil && (addr == "" || addr == s.cfg.SorterAddr) {
+		return s.cfg.Upstream, nil
+	}
 	if addr == "" {
-		if s.cfg.Upstream != nil {
-			return s.cfg.Upstream, nil
-		}
 		addr = s.cfg.SorterAddr
 	}
 	if addr == "" {

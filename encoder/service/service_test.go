@@ -9,13 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pingcap/tidb/pkg/kv"
 	"github.com/pingcap/tidb/pkg/meta/model"
+	pmodel "github.com/pingcap/tidb/pkg/parser/model"
 	"github.com/pingcap/tidb/pkg/parser/mysql"
+	"github.com/pingcap/tidb/pkg/tablecodec"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tidestream/tidestream/encoder/schema"
 	"github.com/tidestream/tidestream/proto/contract"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 )
@@ -412,4 +416,189 @@ func TestDDLStreamLeavesARouteNoPipelineUses(t *testing.T) {
 	require.Greater(t, moved.GetEpoch(), first.GetEpoch(), "a new epoch, so the sorter starts it afresh")
 	require.Equal(t, "puller-b:1", moved.GetRoute().GetPullerAddr())
 	require.Len(t, ddlReqs(e.sorter), 1, "not re-subscribed on route A")
+}
+
+// TiDB writes a TRUNCATE PARTITION's rows into the new partition id before
+// the DDL finishes, and those rows are the only copy. One can reach the
+// encoder while the history has resolved past it but not yet seen the DDL
+// (the DDL's finished ts is later): it must wait for that DDL and go out as
+// the table's row, not fail the changefeed as an unknown table.
+func TestRowOfAPartitionWhoseDDLIsStillToCome(t *testing.T) {
+	ctx := testCtx(t)
+	const oldPart, newPart = tableID + 1, tableID + 2
+	pt := keyedTable()
+	pt.Partition = &model.PartitionInfo{Type: pmodel.PartitionTypeHash, Enable: true, Num: 1,
+		Definitions: []model.PartitionDefinition{{ID: oldPart, Name: pmodel.NewCIStr("p0")}}}
+	const rowAt, ddlAt = snapTs + 10, snapTs + 30
+	e := newEnv(t, pt, sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{{
+		Key: tablecodec.EncodeRowKeyWithHandle(newPart, kv.IntHandle(4)), Value: rowValue(t, []int64{2}, int64(44)),
+		Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: rowAt - 1, CommitTs: rowAt,
+	}}, ResolvedTs: rowAt}), nil)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	e.resolveDDL(rowAt + 5) // past the row, before the DDL
+	type recv struct {
+		b   *tidestreamv1.EncodedBatch
+		err error
+	}
+	received := make(chan recv, 1)
+	go func() {
+		for {
+			b, err := st.Recv()
+			if err != nil || len(b.GetRecords()) > 0 {
+				received <- recv{b, err}
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-received:
+		t.Fatalf("answered before the history knew the partition: %v %v", r.b, r.err)
+	case <-time.After(200 * time.Millisecond): // the wait is the behaviour under test; the row must not come early
+	}
+	next := keyedTable()
+	next.Partition = &model.PartitionInfo{Type: pmodel.PartitionTypeHash, Enable: true, Num: 1,
+		Definitions: []model.PartitionDefinition{{ID: newPart, Name: pmodel.NewCIStr("p0")}}}
+	job := &model.Job{ID: 12, Type: model.ActionTruncateTablePartition, SchemaID: 1, TableID: tableID, State: model.JobStateDone,
+		Version: model.JobVersion2, Query: "ALTER TABLE t TRUNCATE PARTITION p0",
+		BinlogInfo: &model.HistoryInfo{SchemaVersion: 11, TableInfo: next}}
+	e.resolveDDL(ddlAt, jobEvent(t, job, ddlAt))
+	r := <-received
+	require.NoError(t, r.err)
+	require.Len(t, r.b.GetRecords(), 1)
+	rec := r.b.GetRecords()[0]
+	require.Equal(t, "tidb_test_t", rec.GetTopic())
+	key, _ := e.consumer.Decode(ctx, t, rec.GetKey())
+	value, _ := e.consumer.Decode(ctx, t, rec.GetValue())
+	require.Equal(t, int64(4), key["id"])
+	require.Equal(t, int64(44), value["v"])
+}
+
+// After EXCHANGE PARTITION the exchanged ids belong to the other table.
+// Both tables' pipelines read them around the DDL (the owner keeps the
+// given id on its old pipeline until it passes the DDL, and starts the
+// taker's before it), so each must deliver only the rows that are its own
+// table's at their commit ts: a row delivered by the other pipeline into
+// this table's topic could overtake an earlier version of its key.
+func TestExchangedPartitionRowsGoOnlyToTheirTablesPipeline(t *testing.T) {
+	ctx := testCtx(t)
+	const part, nt = tableID + 1, tableID + 100 // p0 of test.t, and test.nt
+	const before, ddlAt, after = snapTs + 10, snapTs + 20, snapTs + 30
+	pt := keyedTable()
+	pt.Partition = &model.PartitionInfo{Type: pmodel.PartitionTypeHash, Enable: true, Num: 1,
+		Definitions: []model.PartitionDefinition{{ID: part, Name: pmodel.NewCIStr("p0")}}}
+	ntInfo := keyedTable()
+	ntInfo.ID, ntInfo.Name = nt, pmodel.NewCIStr("nt")
+	put := func(physical, handle int64, v int64, commit uint64) *tidestreamv1.RawKVEvent {
+		return &tidestreamv1.RawKVEvent{Key: tablecodec.EncodeRowKeyWithHandle(physical, kv.IntHandle(handle)),
+			Value: rowValue(t, []int64{2}, v), Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: commit - 1, CommitTs: commit}
+	}
+	// What both pipelines read: p0's id before and after the exchange,
+	// and nt's old id after it (nt's row before it is nt's pipeline's).
+	e := newEnv(t, pt, sendAll(&tidestreamv1.SortedBatch{Events: []*tidestreamv1.RawKVEvent{
+		put(part, 1, 10, before), put(part, 1, 11, after), put(nt, 2, 20, after),
+	}, ResolvedTs: after}), func(c *Config) {
+		load := c.LoadSnapshot
+		c.LoadSnapshot = func(ctx context.Context, pd []string, ts uint64) (*schema.Snapshot, error) {
+			s, err := load(ctx, pd, ts)
+			if err == nil {
+				s.Tables[1] = append(s.Tables[1], ntInfo)
+			}
+			return s, err
+		}
+	})
+	exchanged := keyedTable()
+	exchanged.Partition = &model.PartitionInfo{Type: pmodel.PartitionTypeHash, Enable: true, Num: 1,
+		Definitions: []model.PartitionDefinition{{ID: nt, Name: pmodel.NewCIStr("p0")}}}
+	job := &model.Job{ID: 12, Type: model.ActionExchangeTablePartition, SchemaID: 1, TableID: nt, State: model.JobStateDone,
+		Version: model.JobVersion2, Query: "ALTER TABLE t EXCHANGE PARTITION p0 WITH TABLE nt",
+		BinlogInfo: &model.HistoryInfo{SchemaVersion: 11, TableInfo: exchanged, FinishedTS: ddlAt}}
+	e.resolveDDL(ddlAt, jobEvent(t, job, ddlAt))
+	e.resolveDDL(after + 5)
+
+	read := func(pipeline, table int64, n int) []got {
+		st, err := e.client.Subscribe(ctx, &tidestreamv1.SubscribeRequest{ChangefeedId: "cf", PipelineId: pipeline, Epoch: 1,
+			FromTs: snapTs, Spans: tableSpan(), TableId: table})
+		require.NoError(t, err)
+		return e.collect(ctx, t, st, n, after)
+	}
+	type rec struct {
+		topic string
+		v     int64
+		ts    uint64
+	}
+	recs := func(gs []got) []rec {
+		var out []rec
+		for _, g := range gs {
+			out = append(out, rec{g.rec.GetTopic(), g.value["v"].(int64), g.rec.GetCommitTs()})
+		}
+		return out
+	}
+	require.Equal(t, []rec{{"tidb_test_t", 10, before}, {"tidb_test_t", 20, after}}, recs(read(1, tableID, 2)),
+		"t's pipeline: p0 up to the exchange, then nt's old id, which is p0 now")
+	require.Equal(t, []rec{{"tidb_test_nt", 11, after}}, recs(read(2, part, 1)),
+		"nt's pipeline under its new id: that id's rows from the exchange on")
+	require.Len(t, read(3, 0, 3), 3, "a pipeline naming no table routes every row by the schema at its ts")
+}
+
+// A transaction larger than SplitTxnBytes is encoded and sent in pieces:
+// no batch holds all of it, none carries a resolved ts before its end, and
+// every row arrives once, in the sorter's order. A unique key that passes
+// from a row late in key order to one early in it (insert in the first
+// piece, the old row's delete in a later one) keeps the new row: the
+// tombstone for a key the transaction already wrote is dropped, as the
+// delete-first order within one batch would have made it harmless.
+func TestLargeTransactionIsSentInPieces(t *testing.T) {
+	ctx := testCtx(t)
+	const start, commit = snapTs + 1, snapTs + 2
+	const rows = 40
+	var events []*tidestreamv1.RawKVEvent
+	// Handle 1 takes u = 1000 from handle 40, which is deleted; the
+	// other rows are plain inserts.
+	for h := int64(1); h < rows; h++ {
+		u := 1000 + h
+		if h == 1 {
+			u = 1000
+		}
+		events = append(events, &tidestreamv1.RawKVEvent{Key: rowKey(h), Value: rowValue(t, []int64{1, 2}, u, h),
+			Op: tidestreamv1.OpType_OP_TYPE_PUT, StartTs: start, CommitTs: commit})
+	}
+	events = append(events, &tidestreamv1.RawKVEvent{Key: rowKey(rows), OldValue: rowValue(t, []int64{1, 2}, int64(1000), int64(rows)),
+		Op: tidestreamv1.OpType_OP_TYPE_DELETE, StartTs: start, CommitTs: commit})
+	size := 0
+	for _, ev := range events {
+		size += len(ev.GetKey()) + len(ev.GetValue()) + len(ev.GetOldValue())
+	}
+	// Half the events in each sorter batch; pieces of about a fifth.
+	e := newEnv(t, uniqueKeyTable(), sendAll(
+		&tidestreamv1.SortedBatch{Events: events[:rows/2]},
+		&tidestreamv1.SortedBatch{Events: events[rows/2:], ResolvedTs: commit},
+	), func(c *Config) { c.SplitTxnBytes = size / 5 })
+	e.resolveDDL(commit)
+	st := e.subscribe(ctx, t, 1, snapTs)
+	var got []*tidestreamv1.EncodedRecord
+	batches := 0
+	for {
+		b, err := st.Recv()
+		require.NoError(t, err)
+		if len(b.GetRecords()) > 0 {
+			batches++
+			require.Less(t, len(b.GetRecords()), rows/2, "a batch holds a piece, not the transaction")
+		}
+		got = append(got, b.GetRecords()...)
+		if b.GetResolvedTs() >= commit {
+			break
+		}
+		require.Zero(t, b.GetResolvedTs(), "no resolved ts inside the transaction")
+	}
+	require.GreaterOrEqual(t, batches, 4)
+	require.Len(t, got, rows-1, "every insert once; the delete of u = 1000, which handle 1 took over, dropped")
+	state := map[int64]int64{}
+	for i, r := range got {
+		require.False(t, r.GetTombstone(), "record %d", i)
+		key, _ := e.consumer.Decode(ctx, t, r.GetKey())
+		value, _ := e.consumer.Decode(ctx, t, r.GetValue())
+		state[key["u"].(int64)] = value["v"].(int64)
+		require.Equal(t, int64(i+1), value["v"], "in the sorter's order")
+	}
+	require.Equal(t, int64(1), state[1000], "u = 1000 is handle 1's row after the transaction, as in TiDB")
 }

@@ -1,7 +1,8 @@
 // Package kafka is the producer stage's Kafka client: it turns the
 // changefeed's validated KafkaSink into franz-go options (Config,
 // FromSink), makes sure topics exist the way TiCDC does (EnsureTopic,
-// CheckDefaultTopic), and produces encoded records asynchronously with a
+// CheckDefaultTopic; the topic requests of concurrent pipelines are
+// coalesced, see batcher), and produces encoded records asynchronously with a
 // per-record acknowledgement (Producer.Produce), so the caller can track
 // the smallest unacknowledged commit ts and advance the table checkpoint.
 //

@@ -29,12 +29,28 @@ type Producer struct {
 	refresh time.Duration
 
 	// topics maps a topic name to its *topicState; written only under
-	// loadMu, read lock-free on every Produce (sync.Map: read-mostly, and
-	// 100k tables make copy-on-write maps quadratic).
+	// the topic's load lock, read lock-free on every Produce (sync.Map:
+	// read-mostly, and 100k tables make copy-on-write maps quadratic).
 	topics sync.Map
-	// loadMu serialises metadata loads (rare: first record of a topic,
-	// every MetadataRefresh, after a failure).
-	loadMu sync.Mutex
+	// Metadata loads (first record of a topic, every MetadataRefresh,
+	// after a failure) are serialised per topic (loading: topic →
+	// *sync.Mutex), not across topics: a load is several round trips, and
+	// one lock for all made a changefeed over 1,000 new tables create
+	// about 3 topics a second. Each load read-holds loadMu; Close
+	// write-holds it to wait for them.
+	loading sync.Map
+	loadMu  sync.RWMutex
+
+	// Coalesced topic requests (batch.go): metadata reads, CreateTopics,
+	// the wait until created topics are visible (one metadata request per
+	// tick for all of them) and topic DescribeConfigs. Their requests run
+	// on batchCtx, cancelled by Close.
+	meta     *batcher[topicMeta]
+	create   *batcher[error]
+	visible  *batcher[topicMeta]
+	configs  *batcher[topicConfigs]
+	batchCtx context.Context
+	stop     context.CancelFunc
 
 	closed atomic.Bool
 
@@ -79,6 +95,11 @@ func New(cfg Config) (*Producer, error) {
 		return nil, configErr("kafka", "%v", err)
 	}
 	p.cl, p.adm = cl, kadm.NewClient(cl)
+	p.batchCtx, p.stop = context.WithCancel(context.Background())
+	p.meta = newBatcher(p.batchCtx, 0, p.describeTopics)
+	p.create = newBatcher(p.batchCtx, 0, p.createTopics)
+	p.visible = newBatcher(p.batchCtx, visiblePoll, p.describeTopics)
+	p.configs = newBatcher(p.batchCtx, 0, p.describeTopicConfigs)
 	if cfg.KafkaVersion != "" && cfg.maxVersions() == nil {
 		log.Warn("kafka-version is not a release franz-go knows; request versions are negotiated with the brokers instead",
 			"kafka_version", cfg.KafkaVersion)
@@ -256,6 +277,12 @@ func (p *Producer) Close() {
 		return
 	}
 	p.cl.Close()
+	// After the client, whose failed requests answer whoever is queued.
+	p.stop()
+	p.meta.close()
+	p.create.close()
+	p.visible.close()
+	p.configs.close()
 	// After the client: a load blocked on a request or a drain returns
 	// once the client fails them.
 	p.loadMu.Lock()

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -30,7 +31,7 @@ type topicState struct {
 	// recreated or repartitioned), and so does refreshTimer every
 	// MetadataRefresh — a timer rather than a clock read per record.
 	stale        atomic.Bool
-	refreshTimer *time.Timer // guarded by Producer.loadMu
+	refreshTimer *time.Timer // guarded by the topic's load lock (Producer.loading)
 	// inflight counts records handed to kgo and not yet acked or failed.
 	inflight atomic.Int64
 
@@ -45,52 +46,147 @@ type topicState struct {
 // show up in metadata (TiCDC: CreateTopicAndWaitUntilVisible).
 const metadataWait = 10 * time.Second
 
+// visiblePoll is how often created topics not yet in metadata are polled.
+const visiblePoll = 50 * time.Millisecond
+
+// topicMeta is what one metadata request says about one topic. found is
+// false when the broker says the topic does not exist (or, just created,
+// not yet); replicas is partition 0's replica count; id is zero when the
+// broker has none (before Kafka 2.8).
+type topicMeta struct {
+	partitions int32
+	replicas   int
+	id         [16]byte
+	found      bool
+	err        error
+}
+
 // partitionCount reads the topic's partition count with a fresh metadata
 // request (kadm's helpers answer from kgo's metadata cache, which may
-// still say "unknown" just after a create). found is false when the broker
-// says the topic does not exist; replicas is partition 0's replica count.
+// still say "unknown" just after a create), shared with concurrent calls
+// for other topics.
 func (p *Producer) partitionCount(ctx context.Context, topic string) (n int32, replicas int, found bool, err error) {
-	n, replicas, _, found, err = p.describeTopic(ctx, topic)
-	return n, replicas, found, err
+	m, err := p.describeTopic(ctx, topic)
+	return m.partitions, m.replicas, m.found, err
 }
 
 // describeTopic is partitionCount plus the topic id.
-func (p *Producer) describeTopic(ctx context.Context, topic string) (n int32, replicas int, id [16]byte, found bool, err error) {
+func (p *Producer) describeTopic(ctx context.Context, topic string) (topicMeta, error) {
+	m, err := p.meta.get(ctx, topic)
+	if err != nil {
+		return topicMeta{}, fmt.Errorf("kafka: reading metadata of topic %q: %w", topic, err)
+	}
+	return m, m.err
+}
+
+// describeTopics reads the metadata of topics with one request; a topic
+// missing from the answer is not found.
+func (p *Producer) describeTopics(ctx context.Context, topics []string) map[string]topicMeta {
 	req := kmsg.NewPtrMetadataRequest()
-	rt := kmsg.NewMetadataRequestTopic()
-	rt.Topic = kmsg.StringPtr(topic)
-	req.Topics = append(req.Topics, rt)
+	for _, topic := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+	}
 	// The request's default is true from v4 on: a broker with
 	// auto.create.topics.enable would create the topic with its own
 	// defaults, bypassing auto-create-topic and partition-num.
 	req.AllowAutoTopicCreation = false
+	out := make(map[string]topicMeta, len(topics))
 	resp, err := req.RequestWith(ctx, p.cl)
 	if err != nil {
-		return 0, 0, id, false, fmt.Errorf("kafka: reading metadata of topic %q: %w", topic, err)
+		for _, topic := range topics {
+			out[topic] = topicMeta{err: fmt.Errorf("kafka: reading metadata of topic %q: %w", topic, err)}
+		}
+		return out
 	}
 	for _, t := range resp.Topics {
-		if t.Topic == nil || *t.Topic != topic {
-			continue
+		if t.Topic != nil {
+			out[*t.Topic] = topicMetaOf(&t)
 		}
-		switch err := kerr.ErrorForCode(t.ErrorCode); {
-		case err == nil:
-		case errors.Is(err, kerr.UnknownTopicOrPartition):
-			return 0, 0, id, false, nil
-		case errors.Is(err, kerr.LeaderNotAvailable) && len(t.Partitions) == 0:
-			// Just created, not yet visible.
-			return 0, 0, id, false, nil
-		case errors.Is(err, kerr.LeaderNotAvailable):
-		default:
-			return 0, 0, id, false, fmt.Errorf("kafka: reading metadata of topic %q: %w", topic, err)
-		}
-		for _, pt := range t.Partitions {
-			if pt.Partition == 0 {
-				replicas = len(pt.Replicas)
-			}
-		}
-		return int32(len(t.Partitions)), replicas, t.TopicID, len(t.Partitions) > 0, nil
 	}
-	return 0, 0, id, false, nil
+	return out
+}
+
+func topicMetaOf(t *kmsg.MetadataResponseTopic) topicMeta {
+	switch err := kerr.ErrorForCode(t.ErrorCode); {
+	case err == nil:
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return topicMeta{}
+	case errors.Is(err, kerr.LeaderNotAvailable) && len(t.Partitions) == 0:
+		// Just created, not yet visible.
+		return topicMeta{}
+	case errors.Is(err, kerr.LeaderNotAvailable):
+	default:
+		return topicMeta{err: fmt.Errorf("kafka: reading metadata of topic %q: %w", *t.Topic, err)}
+	}
+	m := topicMeta{partitions: int32(len(t.Partitions)), id: t.TopicID, found: len(t.Partitions) > 0}
+	for _, pt := range t.Partitions {
+		if pt.Partition == 0 {
+			m.replicas = len(pt.Replicas)
+		}
+	}
+	return m
+}
+
+// createTopics creates topics with one request, each with partition-num
+// partitions and replication-factor; each topic's answer is nil or the
+// broker's error with its message.
+func (p *Producer) createTopics(ctx context.Context, topics []string) map[string]error {
+	out := make(map[string]error, len(topics))
+	rs, err := p.adm.CreateTopics(ctx, p.partitionNum(), p.cfg.ReplicationFactor, nil, topics...)
+	for _, topic := range topics {
+		r, ok := rs[topic]
+		switch {
+		case err != nil:
+			out[topic] = err
+		case !ok:
+			out[topic] = errors.New("requested topic was not part of create topic response")
+		case r.Err != nil && r.ErrMessage != "":
+			out[topic] = fmt.Errorf("%w: %s", r.Err, r.ErrMessage)
+		default:
+			out[topic] = r.Err
+		}
+	}
+	return out
+}
+
+// topicConfigs is one topic's answer to DescribeConfigs.
+type topicConfigs struct {
+	rc  kadm.ResourceConfig
+	err error
+}
+
+// describeTopicConfigs reads the configs of topics with one request. kadm
+// turns one topic's authorization failure into the whole request's error;
+// then each topic is asked alone, so that it fails only that topic.
+func (p *Producer) describeTopicConfigs(ctx context.Context, topics []string) map[string]topicConfigs {
+	out := make(map[string]topicConfigs, len(topics))
+	rcs, err := p.adm.DescribeTopicConfigs(ctx, topics...)
+	if _, auth := errors.AsType[*kadm.AuthError](err); auth && len(topics) > 1 {
+		for _, topic := range topics {
+			out[topic] = p.describeTopicConfigs(ctx, []string{topic})[topic]
+		}
+		return out
+	}
+	for _, topic := range topics {
+		rc, rerr := rcs.On(topic, nil)
+		switch {
+		case rerr != nil && err != nil:
+			rerr = err // not answered: its shard failed
+		case rerr == nil:
+			rerr = rc.Err
+		}
+		out[topic] = topicConfigs{rc: rc, err: rerr}
+	}
+	return out
+}
+
+func (p *Producer) partitionNum() int32 {
+	if p.cfg.PartitionNum == 0 {
+		return DefaultPartitionNum
+	}
+	return p.cfg.PartitionNum
 }
 
 // EnsureTopic returns the topic's partition count, creating the topic when
@@ -98,49 +194,57 @@ func (p *Producer) describeTopic(ctx context.Context, topic string) (n int32, re
 // partitions (DefaultPartitionNum when unset) and replication-factor, as
 // TiCDC creates per-table topics on their first row. With
 // auto-create-topic false a missing topic is a *TopicNotFoundError naming
-// it. Errors from the broker keep its code and message.
+// it. Errors from the broker keep its code and message. Concurrent calls
+// share their metadata and CreateTopics requests (see batcher); each gets
+// its own answer, and a caller whose ctx ends leaves the others' requests
+// running.
 func (p *Producer) EnsureTopic(ctx context.Context, topic string) (int32, error) {
-	n, _, found, err := p.partitionCount(ctx, topic)
+	m, err := p.ensureTopic(ctx, topic)
+	return m.partitions, err
+}
+
+// ensureTopic is EnsureTopic returning the topic's metadata.
+func (p *Producer) ensureTopic(ctx context.Context, topic string) (topicMeta, error) {
+	m, err := p.describeTopic(ctx, topic)
 	if err != nil {
-		return 0, err
+		return topicMeta{}, err
 	}
-	if found {
-		return n, nil
+	if m.found {
+		return m, nil
 	}
 	if !p.cfg.AutoCreateTopic {
-		return 0, &TopicNotFoundError{Topic: topic}
+		return topicMeta{}, &TopicNotFoundError{Topic: topic}
 	}
-	parts := p.cfg.PartitionNum
-	if parts == 0 {
-		parts = DefaultPartitionNum
+	parts := p.partitionNum()
+	cerr, err := p.create.get(ctx, topic)
+	if err == nil {
+		err = cerr
 	}
-	resp, err := p.adm.CreateTopic(ctx, parts, p.cfg.ReplicationFactor, nil, topic)
 	switch {
 	case err == nil:
 		p.log.Info("created topic", "topic", topic, "partitions", parts, "replication_factor", p.cfg.ReplicationFactor)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 		// Another producer of the changefeed created it first.
 	default:
-		if resp.ErrMessage != "" {
-			err = fmt.Errorf("%w: %s", err, resp.ErrMessage)
-		}
-		return 0, fmt.Errorf("kafka: creating topic %q with %d partitions and replication factor %d: %w", topic, parts, p.cfg.ReplicationFactor, err)
+		return topicMeta{}, fmt.Errorf("kafka: creating topic %q with %d partitions and replication factor %d: %w", topic, parts, p.cfg.ReplicationFactor, err)
 	}
+	// Wait until visible: every waiting topic is polled with one metadata
+	// request per tick (p.visible paces them).
 	wait, cancel := context.WithTimeout(ctx, metadataWait)
 	defer cancel()
+	var last error
 	for {
-		n, _, found, err := p.partitionCount(wait, topic)
-		if err == nil && found {
-			return n, nil
-		}
-		select {
-		case <-wait.Done():
-			if err == nil {
-				err = wait.Err()
+		m, err := p.visible.get(wait, topic)
+		if err != nil {
+			if last == nil {
+				last = err
 			}
-			return 0, fmt.Errorf("kafka: topic %q created but not visible in metadata: %w", topic, err)
-		case <-time.After(50 * time.Millisecond):
+			return topicMeta{}, fmt.Errorf("kafka: topic %q created but not visible in metadata: %w", topic, last)
 		}
+		if m.err == nil && m.found {
+			return m, nil
+		}
+		last = m.err
 	}
 }
 
@@ -224,20 +328,17 @@ func (p *Producer) minInsyncReplicas(ctx context.Context, topic string, exists b
 	return n, true
 }
 
-// topicConfig reads one config value of a topic.
+// topicConfig reads one config value of a topic, with one request shared
+// with concurrent calls for other topics.
 func (p *Producer) topicConfig(ctx context.Context, topic, key string) (string, error) {
-	rcs, err := p.adm.DescribeTopicConfigs(ctx, topic)
+	r, err := p.configs.get(ctx, topic)
 	if err != nil {
 		return "", err
 	}
-	rc, err := rcs.On(topic, nil)
-	if err != nil {
-		return "", err
+	if r.err != nil {
+		return "", r.err
 	}
-	if rc.Err != nil {
-		return "", rc.Err
-	}
-	for _, c := range rc.Configs {
+	for _, c := range r.rc.Configs {
 		if c.Key == key && c.Value != nil {
 			return *c.Value, nil
 		}
@@ -288,7 +389,7 @@ func (p *Producer) lookup(topic string) *topicState {
 }
 
 // load reads the topic's partition count and limit (creating the topic if
-// allowed) and publishes them. Loads are serialised; one that finds a
+// allowed) and publishes them. Loads of one topic are serialised; one that finds a
 // different partition count than the published state retires the old
 // state and waits until every record produced with it is acknowledged
 // before publishing the new one. Otherwise a key's older version, still in
@@ -296,21 +397,19 @@ func (p *Producer) lookup(topic string) *topicState {
 // sent to partition hash%new, and a consumer would apply them out of
 // order. Records of other topics keep flowing meanwhile.
 func (p *Producer) load(ctx context.Context, topic string) (*topicState, error) {
-	p.loadMu.Lock()
-	defer p.loadMu.Unlock()
+	p.loadMu.RLock()
+	defer p.loadMu.RUnlock()
+	mu, _ := p.loading.LoadOrStore(topic, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if st := p.lookup(topic); st != nil {
 		return st, nil // loaded by the call we waited for
 	}
-	if _, err := p.EnsureTopic(ctx, topic); err != nil {
-		return nil, err
-	}
-	n, _, id, found, err := p.describeTopic(ctx, topic)
+	m, err := p.ensureTopic(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	if !found {
-		return nil, fmt.Errorf("kafka: topic %q disappeared while loading it", topic)
-	}
+	n, id := m.partitions, m.id
 	topicMax := 0
 	if v, err := p.topicConfig(ctx, topic, "max.message.bytes"); err == nil {
 		topicMax, _ = strconv.Atoi(v)

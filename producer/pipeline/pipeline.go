@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidestream/tidestream/proto/contract"
@@ -89,6 +90,12 @@ type Pipeline struct {
 	cfg Config
 	log *slog.Logger
 	t   *tracker
+	// target is the assignment's target ts (0: none), lowered by
+	// SetTarget while the pipeline runs.
+	target atomic.Uint64
+	// rows counts the records handed to Kafka (the table's write traffic,
+	// for the owner's write-key-threshold).
+	rows atomic.Uint64
 
 	mu      sync.Mutex
 	lastErr error // shown in the progress record while set
@@ -110,16 +117,38 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := cfg.Assignment
-	return &Pipeline{
+	p := &Pipeline{
 		cfg: cfg, t: newTracker(a.GetStartTs()),
 		log: cfg.Logger.With("changefeed", a.GetChangefeedId(), "pipeline", a.GetPipelineId(), "epoch", a.GetEpoch(),
 			"table", a.GetSchemaName()+"."+a.GetTableName()),
-	}, nil
+	}
+	p.target.Store(a.GetTargetTs())
+	return p, nil
+}
+
+// SetTarget lowers the pipeline's target ts while it runs (the owner
+// stops a table's pipelines at a ts when it splits the table anew): from
+// the next batch on nothing committed after ts is produced, and the
+// checkpoint stops at ts. It returns false, changing nothing, when ts
+// would raise the target: records above the old one were dropped, so only
+// a restart from the checkpoint may raise it.
+func (p *Pipeline) SetTarget(ts uint64) bool {
+	for {
+		cur := p.target.Load()
+		if cur != 0 && (ts == 0 || ts > cur) {
+			return cur == ts
+		}
+		if p.target.CompareAndSwap(cur, ts) {
+			return true
+		}
+	}
 }
 
 // Status is what the member writes as the pipeline's progress.
 type Status struct {
 	Checkpoint, Resolved uint64
+	// Rows is how many records the pipeline handed to Kafka so far.
+	Rows uint64
 	// Err is the reason the pipeline is failing or stalled, nil when it
 	// runs normally.
 	Err error
@@ -137,7 +166,7 @@ func (p *Pipeline) Status() Status {
 	if s, ok := p.cfg.Sink.(Staller); ok && err == nil {
 		err = s.Stalled()
 	}
-	return Status{Checkpoint: cp, Resolved: res, Err: err}
+	return Status{Checkpoint: cp, Resolved: res, Rows: p.rows.Load(), Err: err}
 }
 
 func (p *Pipeline) setErr(err error) {
@@ -209,7 +238,7 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 	defer cancel()
 	stream, err := p.cfg.Encoder.Subscribe(sctx, &tidestreamv1.SubscribeRequest{
 		ChangefeedId: a.GetChangefeedId(), Namespace: a.GetNamespace(), PipelineId: a.GetPipelineId(),
-		Epoch: a.GetEpoch(), FromTs: from, Spans: a.GetSpans(), Route: a.GetRoute(),
+		Epoch: a.GetEpoch(), FromTs: from, Spans: a.GetSpans(), Route: a.GetRoute(), TableId: a.GetTableId(),
 	})
 	if err != nil {
 		return false, err
@@ -224,7 +253,7 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 			continue
 		}
 		p.setWarning("")
-		target := a.GetTargetTs()
+		target := p.target.Load()
 		for _, rec := range b.GetRecords() {
 			ts := rec.GetCommitTs()
 			if target != 0 && ts > target {
@@ -238,6 +267,7 @@ func (p *Pipeline) runOnce(ctx context.Context, fail context.CancelCauseFunc) (p
 				fail(fmt.Errorf("pipeline %d: record of %s at commit ts %d: %w", a.GetPipelineId(), rec.GetTopic(), ts, err))
 			}
 			p.t.add(ts)
+			p.rows.Add(1)
 			err := p.cfg.Sink.Produce(ctx, rec, func(err error) {
 				if err == nil {
 					err = p.t.done(ts)

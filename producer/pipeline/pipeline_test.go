@@ -360,6 +360,7 @@ func TestTargetTs(t *testing.T) {
 	defer sink.mu.Unlock()
 	require.Equal(t, 50, sink.n, "records 101..150 only")
 	require.EqualValues(t, 150, sink.maxTs)
+	require.EqualValues(t, 50, p.Status().Rows, "rows count what was produced")
 }
 
 // countSink acknowledges every record at once and counts them.
@@ -376,4 +377,41 @@ func (s *countSink) Produce(_ context.Context, rec *tidestreamv1.EncodedRecord, 
 	s.mu.Unlock()
 	done(nil)
 	return nil
+}
+
+// A target lowered while the pipeline runs (the owner splits its table
+// anew) holds from the next batch on; one that would raise it is refused.
+func TestSetTargetWhileRunning(t *testing.T) {
+	second := make(chan struct{})
+	f := &fakeEncoder{script: func(_ int, _ *tidestreamv1.SubscribeRequest, st grpc.ServerStreamingServer[tidestreamv1.EncodedBatch]) error {
+		if err := st.Send(&tidestreamv1.EncodedBatch{Records: records(101, 120), ResolvedTs: 120}); err != nil {
+			return err
+		}
+		<-second
+		if err := st.Send(&tidestreamv1.EncodedBatch{Records: records(121, 200), ResolvedTs: 300}); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return nil
+	}}
+	sink := &countSink{}
+	p, err := New(Config{Assignment: assignment(), Encoder: encoderClient(t, f), Sink: sink})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "first batch produced", func() bool { return p.Status().Checkpoint == 120 })
+	require.True(t, p.SetTarget(150))
+	require.False(t, p.SetTarget(0), "lifting the target needs a restart")
+	require.False(t, p.SetTarget(160), "so does raising it")
+	require.True(t, p.SetTarget(150), "the same target is no change")
+	close(second)
+	waitFor(t, "checkpoint at the new target", func() bool { return p.Status().Checkpoint == 150 })
+	cancel()
+	require.NoError(t, <-done)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	require.Equal(t, 50, sink.n, "records 101..150 only")
+	require.EqualValues(t, 150, sink.maxTs)
+	require.EqualValues(t, 50, p.Status().Rows, "rows count what was produced")
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -106,22 +107,36 @@ type Runner struct {
 	pipes map[string]*running // by assignment key
 	sinks map[[2]string]*sinkRef
 	wg    sync.WaitGroup
+	// acking is set while a wave of acknowledgements runs (ackWG).
+	acking atomic.Bool
+	ackWG  sync.WaitGroup
 }
 
 type running struct {
-	a      *Assignment
-	p      *pipeline.Pipeline // nil until it starts; err says why not yet (r.mu)
-	err    error
-	fatal  bool // p ended for a reason no retry fixes (r.mu)
-	cancel context.CancelFunc
-	done   chan struct{}
-	acked  uint64
+	a   *Assignment
+	p   *pipeline.Pipeline // nil until it starts; err says why not yet (r.mu)
+	err error
+	// failedAt is the checkpoint the pipeline had when err happened: err
+	// stays its error, across restarts, until it gets past it (r.mu). A
+	// pipeline that fails at the same record on every restart must show
+	// its error all the time, not only between a failure and the restart.
+	failedAt uint64
+	fatal    bool // p ended for a reason no retry fixes (r.mu)
+	cancel   context.CancelFunc
+	done     chan struct{}
+	acked    uint64
 }
 
+// sinkRef is a changefeed's shared sink. ready is closed once the build
+// ended: then sink and release, or err, are set and never change.
 type sinkRef struct {
+	ready   chan struct{}
 	sink    pipeline.Sink
 	release func()
-	refs    int
+	err     error
+	// builderStopped: err is the building pipeline's context ending.
+	builderStopped bool
+	refs           int // r.mu
 }
 
 // New returns a Runner for cfg.
@@ -142,6 +157,7 @@ func New(cfg Config) (*Runner, error) {
 // stops every pipeline and writes their progress a last time.
 func (r *Runner) Run(ctx context.Context) error {
 	defer r.stopAll()
+	defer r.ackWG.Wait()
 	var watchWG sync.WaitGroup
 	watchWG.Go(func() { r.watch(ctx) })
 	defer watchWG.Wait()
@@ -208,11 +224,16 @@ func (r *Runner) apply(ctx context.Context, u Update) {
 	r.mu.Unlock()
 	if cur != nil {
 		if u.Assignment != nil && u.Assignment.Record.GetEpoch() == cur.a.Record.GetEpoch() {
-			// Rewritten without a new epoch (placement details): keep
-			// running under the new fence.
+			// Rewritten without a new epoch (placement details, a lower
+			// target ts): keep running under the new fence.
 			r.mu.Lock()
 			cur.a = u.Assignment
+			p := cur.p
 			r.mu.Unlock()
+			if p != nil && !p.SetTarget(u.Assignment.Record.GetTargetTs()) {
+				r.log.Warn("assignment raised its target ts without a new epoch; kept the lower one",
+					"changefeed", u.Assignment.Record.GetChangefeedId(), "pipeline", u.Assignment.Record.GetPipelineId())
+			}
 			return
 		}
 		r.stop(u.Key, cur)
@@ -249,10 +270,19 @@ func (r *Runner) start(ctx context.Context, a *Assignment) {
 func (r *Runner) supervise(ctx context.Context, run *running, rec *tidestreamv1.PipelineAssignment) {
 	backoff := startBackoff
 	for {
+		// The record may have been rewritten under the same epoch
+		// meanwhile; its target ts is the one to honour.
+		r.mu.Lock()
+		if t := run.a.Record.GetTargetTs(); t != rec.GetTargetTs() {
+			rec = proto.CloneOf(rec)
+			rec.TargetTs = t
+		}
+		r.mu.Unlock()
 		p, err := r.open(ctx, rec)
 		if err == nil {
 			r.mu.Lock()
-			run.p, run.err = p, nil
+			run.p = p                               // run.err stays until it gets past run.failedAt (writeProgress)
+			p.SetTarget(run.a.Record.GetTargetTs()) // a rewrite while it opened
 			r.mu.Unlock()
 			err = r.runPipeline(ctx, rec, p)
 			if ctx.Err() != nil || err == nil || errors.Is(err, pipeline.ErrFenced) {
@@ -277,7 +307,7 @@ func (r *Runner) supervise(ctx context.Context, run *running, rec *tidestreamv1.
 				"pipeline", rec.GetPipelineId(), "backoff", backoff, "err", err)
 		}
 		r.mu.Lock()
-		run.err = err
+		run.err, run.failedAt = err, rec.GetStartTs()
 		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -361,29 +391,53 @@ func (r *Runner) stopAll() {
 	r.wg.Wait()
 }
 
+// sink returns the changefeed's shared Kafka sink, building it on first
+// use. One pipeline builds it while the others of the changefeed wait for
+// that build: a changefeed's pipelines start together, and each building
+// its own client (and checking the default topic) before one was cached
+// made 120–233 Kafka clients at once at 10,000 tables.
 func (r *Runner) sink(ctx context.Context, ns, cf string) (pipeline.Sink, error) {
 	k := [2]string{ns, cf}
 	r.mu.Lock()
-	if s := r.sinks[k]; s != nil {
+	for s := r.sinks[k]; s != nil; s = r.sinks[k] {
 		s.refs++
 		r.mu.Unlock()
-		return s.sink, nil
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			r.unref(k, s)
+			return nil, context.Cause(ctx)
+		}
+		switch {
+		case s.err == nil:
+			return s.sink, nil
+		case !s.builderStopped:
+			return nil, s.err // the builder dropped the entry; no ref to give back
+		}
+		// The builder's pipeline was stopped mid-build: its error is not
+		// this pipeline's. Build (or wait for a build) again.
+		r.mu.Lock()
+	}
+	s := &sinkRef{ready: make(chan struct{}), refs: 1}
+	r.sinks[k] = s
+	r.mu.Unlock()
+
+	sink, release, err := r.cfg.Sink(ctx, ns, cf)
+	r.mu.Lock()
+	if err != nil {
+		s.err = fmt.Errorf("kafka sink of changefeed %s/%s: %w", ns, cf, err)
+		s.builderStopped = ctx.Err() != nil
+		if r.sinks[k] == s {
+			delete(r.sinks, k) // the next start tries again
+		}
+	} else {
+		s.sink, s.release = sink, release
 	}
 	r.mu.Unlock()
-	sink, release, err := r.cfg.Sink(ctx, ns, cf)
+	close(s.ready)
 	if err != nil {
-		return nil, fmt.Errorf("kafka sink of changefeed %s/%s: %w", ns, cf, err)
+		return nil, s.err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.sinks[k]; s != nil { // another pipeline made one meanwhile
-		s.refs++
-		if release != nil {
-			release()
-		}
-		return s.sink, nil
-	}
-	r.sinks[k] = &sinkRef{sink: sink, release: release, refs: 1}
 	return sink, nil
 }
 
@@ -391,13 +445,18 @@ func (r *Runner) unsink(ns, cf string) {
 	k := [2]string{ns, cf}
 	r.mu.Lock()
 	s := r.sinks[k]
-	if s == nil {
-		r.mu.Unlock()
-		return
+	r.mu.Unlock()
+	if s != nil {
+		r.unref(k, s)
 	}
+}
+
+// unref gives back one reference to s and closes its sink with the last.
+func (r *Runner) unref(k [2]string, s *sinkRef) {
+	r.mu.Lock()
 	s.refs--
 	last := s.refs == 0
-	if last {
+	if last && r.sinks[k] == s {
 		delete(r.sinks, k)
 	}
 	r.mu.Unlock()
@@ -420,12 +479,15 @@ func (r *Runner) writeProgress(ctx context.Context) {
 			// Between a failure and the restart, the failed pipeline's
 			// checkpoint: acks of what it had in flight still count.
 			s := run.p.Status()
-			st.CheckpointTs, st.ResolvedTs, err = s.Checkpoint, s.Resolved, s.Err
+			st.CheckpointTs, st.ResolvedTs, st.Rows, err = s.Checkpoint, s.Resolved, s.Rows, s.Err
+			if run.err != nil && s.Checkpoint > run.failedAt {
+				run.err = nil // running again, and past where it failed
+			}
 		} else {
 			st.CheckpointTs, st.ResolvedTs = run.a.Record.GetStartTs(), run.a.Record.GetStartTs()
 		}
 		if run.err != nil {
-			err = run.err // why it is not running now
+			err = run.err // why it is not running now, or keeps failing
 		}
 		st.Fatal = run.fatal
 		if err != nil {
@@ -455,12 +517,42 @@ func (r *Runner) writeProgress(ctx context.Context) {
 			"changefeed", rec.GetChangefeedId(), "pipeline", rec.GetPipelineId(), "epoch", rec.GetEpoch())
 		r.stop(f.Assignment.Key, run)
 	}
+	// Acknowledgements go to the encoders aside, many at once: one RPC
+	// after another held the next progress write back by one round trip
+	// per pipeline (10k pipelines: one checkpoint move every few seconds
+	// at best). A wave still running skips this one; its checkpoints are
+	// acknowledged by the next, as acks are cumulative.
+	if !r.acking.CompareAndSwap(false, true) {
+		return
+	}
+	var acks []func(context.Context)
 	for _, p := range batch {
 		run, pipe := byAssignment[p.Assignment], started[p.Assignment]
 		if lost[p.Assignment] || pipe == nil || p.Status.GetCheckpointTs() <= run.acked {
 			continue
 		}
-		run.acked = p.Status.GetCheckpointTs()
-		pipe.Acked(ctx, run.acked)
+		cp := p.Status.GetCheckpointTs()
+		run.acked = cp
+		acks = append(acks, func(ctx context.Context) { pipe.Acked(ctx, cp) })
 	}
+	if len(acks) == 0 {
+		r.acking.Store(false)
+		return
+	}
+	r.ackWG.Go(func() {
+		defer r.acking.Store(false)
+		sem := make(chan struct{}, ackConcurrency)
+		var wg sync.WaitGroup
+		for _, ack := range acks {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				ack(ctx)
+			})
+		}
+		wg.Wait()
+	})
 }
+
+// ackConcurrency bounds the acknowledgements in flight at once.
+const ackConcurrency = 64

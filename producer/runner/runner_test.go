@@ -348,3 +348,56 @@ func TestFailedPipelineRestartsFromItsCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// slowFailSink fails the record at ts a while after it was handed over,
+// on every run: the pipeline restarts and fails again at the same place.
+type slowFailSink struct {
+	ts  uint64
+	err error
+}
+
+func (s slowFailSink) Produce(_ context.Context, rec *tidestreamv1.EncodedRecord, done func(error)) error {
+	if rec.GetCommitTs() == s.ts {
+		time.AfterFunc(150*time.Millisecond, func() { done(s.err) })
+	} else {
+		done(nil)
+	}
+	return nil
+}
+
+// A pipeline that fails at the same record every time it restarts shows
+// its error all along, not only between a failure and the next start (a
+// restart that takes long to fail again, as a huge batch, looked healthy
+// meanwhile, and so did the changefeed).
+func TestPipelineFailingOnEveryRestartShowsItsError(t *testing.T) {
+	enc, st, addr, _ := setupWith(t, func(c *Config) {
+		c.Sink = func(context.Context, string, string) (pipeline.Sink, func(), error) {
+			return slowFailSink{ts: 1010, err: &kafka.BrokerError{Topic: "t", Err: kerr.NotLeaderForPartition}}, nil, nil
+		}
+	})
+	a := assignment(6, 1, addr)
+	st.assign(a)
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.progress[a.Key].GetError() != nil
+	}, 10*time.Second, time.Millisecond, "the first failure shows")
+	// Sample the progress through several restarts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		enc.mu.Lock()
+		restarts := len(enc.froms) - 1
+		enc.mu.Unlock()
+		if restarts >= 3 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "3 restarts within 10s")
+		st.mu.Lock()
+		p := st.progress[a.Key]
+		st.mu.Unlock()
+		require.NotNil(t, p.GetError(), "no progress write without the error while it keeps failing (after %d restarts)", restarts)
+		require.Contains(t, p.GetError().GetMessage(), "NOT_LEADER")
+		require.Equal(t, uint64(1009), p.GetCheckpointTs())
+		time.Sleep(5 * time.Millisecond) // sampling pace; the check is on every sample
+	}
+}

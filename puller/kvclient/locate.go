@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/tikv/client-go/v2/kv"
@@ -52,25 +53,27 @@ func (l *locator) wake() {
 	}
 }
 
-func (l *locator) pop() (locateJob, bool) {
+// popBatch takes up to n queued jobs.
+func (l *locator) popBatch(n int) []locateJob {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.queue) == 0 {
-		return locateJob{}, false
+	k := min(n, len(l.queue))
+	if k == 0 {
+		return nil
 	}
-	j := l.queue[0]
-	l.queue[0] = locateJob{}
-	l.queue = l.queue[1:]
+	out := slices.Clone(l.queue[:k])
+	clear(l.queue[:k])
+	l.queue = l.queue[k:]
 	if len(l.queue) > 0 {
-		l.wake() // let another worker take the next one
+		l.wake() // let another worker take the next ones
 	}
-	return j, true
+	return out
 }
 
 func (l *locator) run(ctx context.Context) {
 	for {
-		j, ok := l.pop()
-		if !ok {
+		jobs := l.popBatch(prefetchBatch)
+		if len(jobs) == 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -78,13 +81,66 @@ func (l *locator) run(ctx context.Context) {
 				continue
 			}
 		}
-		select {
-		case <-j.s.done:
-			continue
-		default:
+		l.prefetch(ctx, jobs)
+		for _, j := range jobs {
+			select {
+			case <-j.s.done:
+				continue
+			default:
+			}
+			l.locate(ctx, j.s, j.task)
 		}
-		l.locate(ctx, j.s, j.task)
 	}
+}
+
+// prefetchBatch is how many queued range tasks one PD scan covers.
+const prefetchBatch = 512
+
+// prefetch loads the regions of jobs' ranges that the region cache misses
+// in a few batched PD scans (128 regions each), so that locate then finds
+// them cached. A changefeed start or a re-placement queues a range per
+// table at once: one lookup each was 10,000 PD round trips at 10,000
+// tables, and most spans waited minutes for their first region. A failed
+// prefetch costs nothing but the try: locate looks the misses up one by
+// one, as before.
+func (l *locator) prefetch(ctx context.Context, jobs []locateJob) {
+	ranges := make([]kv.KeyRange, 0, len(jobs))
+	for _, j := range jobs {
+		if l.c.cache.TryLocateKey(j.task.start) == nil {
+			ranges = append(ranges, kv.KeyRange{StartKey: j.task.start, EndKey: j.task.end})
+		}
+	}
+	if len(ranges) < 2 {
+		return
+	}
+	ranges = mergeRanges(ranges)
+	bo := tikv.NewBackoffer(ctx, locateBudgetMs)
+	if _, err := l.c.cache.BatchLocateKeyRanges(bo, ranges); err != nil && ctx.Err() == nil {
+		l.c.log.Debug("batched region lookup failed; locating one by one", "ranges", len(ranges), "err", err)
+	}
+}
+
+// mergeRanges sorts ranges and merges overlapping or touching ones: PD's
+// batch scan takes ordered, disjoint ranges. An empty end is +inf.
+func mergeRanges(rs []kv.KeyRange) []kv.KeyRange {
+	slices.SortFunc(rs, func(a, b kv.KeyRange) int { return bytes.Compare(a.StartKey, b.StartKey) })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if len(last.EndKey) == 0 || bytes.Compare(last.EndKey, r.StartKey) >= 0 {
+			last.EndKey = maxEnd(last.EndKey, r.EndKey)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func maxEnd(a, b []byte) []byte {
+	if cmpEnd(a, b) >= 0 {
+		return a
+	}
+	return b
 }
 
 // locate walks [start, end) through the region cache and posts each region

@@ -117,6 +117,7 @@ type subscription struct {
 	rowCounts   rowCounts
 	emitted     uint64 // last resolved ts passed to the sink
 	lastAdvance time.Time
+	stuckLog    logThrottle
 	stores      map[*store]bool
 }
 

@@ -65,6 +65,9 @@ type Config struct {
 	// RegistryUsers enables HTTP basic auth on the registry when not
 	// empty.
 	RegistryUsers []Credential
+	// RegistryTLS serves the registry over HTTPS with the brokers'
+	// certificate (TLSCertFile), as Confluent Cloud's registry is.
+	RegistryTLS bool
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -84,6 +87,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 		"(SASL users saved there win over --sasl-user on later starts); empty keeps Kafka in memory. The registry is always in memory")
 	fs.IntVar(&c.RegistryPort, "registry-port", c.RegistryPort, "Schema Registry port on 127.0.0.1; 0 picks a free port")
 	fs.Var(&credentialsValue{&c.RegistryUsers}, "registry-user", "user:password for Schema Registry basic auth (repeatable); any user turns auth on")
+	fs.BoolVar(&c.RegistryTLS, "registry-tls", c.RegistryTLS, "serve the Schema Registry over HTTPS with --tls-cert and --tls-key")
 }
 
 // Validate reports the first invalid field.
@@ -100,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("devstack: Config.TLSCertFile and TLSKeyFile must be set together")
+	}
+	if c.RegistryTLS && c.TLSCertFile == "" {
+		return errors.New("devstack: Config.RegistryTLS needs TLSCertFile and TLSKeyFile (--registry-tls needs --tls-cert and --tls-key)")
 	}
 	if c.RegistryPort < 0 || c.RegistryPort > 65535 {
 		return fmt.Errorf("devstack: Config.RegistryPort %d out of range [0, 65535]", c.RegistryPort)

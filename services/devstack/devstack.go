@@ -104,13 +104,17 @@ func (s *Stack) listenLocked() (Addrs, error) {
 		cluster.Close()
 		return Addrs{}, fmt.Errorf("devstack: registry listen: %w", err)
 	}
+	scheme := "http"
+	if s.cfg.RegistryTLS {
+		lis, scheme = tls.NewListener(lis, s.tls), "https"
+	}
 	s.cluster, s.regLis, s.listened = cluster, lis, true
 	s.regSrv = &http.Server{
 		Handler:           reg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
-	s.addrs = Addrs{Kafka: cluster.ListenAddrs(), Registry: "http://" + lis.Addr().String()}
+	s.addrs = Addrs{Kafka: cluster.ListenAddrs(), Registry: scheme + "://" + lis.Addr().String()}
 	s.logger.Info("devstack listening", "kafka", s.addrs.Kafka, "registry", s.addrs.Registry,
 		"sasl", len(s.cfg.SASLUsers) > 0, "tls", s.tls != nil, "data_dir", s.cfg.DataDir)
 	return s.addrs, nil

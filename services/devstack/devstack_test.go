@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func start(t *testing.T, cfg devstack.Config) devstack.Addrs {
 			t.Fatal("devstack did not stop")
 		}
 	})
-	for _, a := range append(append([]string(nil), addrs.Kafka...), addrs.Registry[len("http://"):]) {
+	for _, a := range append(append([]string(nil), addrs.Kafka...), addrs.Registry[strings.Index(addrs.Registry, "://")+3:]) {
 		host, _, err := net.SplitHostPort(a)
 		require.NoError(t, err)
 		require.Equal(t, "127.0.0.1", host, "devstack listens on loopback only")
@@ -101,8 +102,10 @@ func TestSASLPlainOverTLS(t *testing.T) {
 	cfg.SASLUsers = []devstack.Credential{{User: "alice", Password: "pa:ss+/="}, {User: "bob", Password: "hunter2"}}
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
 	cfg.RegistryUsers = []devstack.Credential{{User: "sr", Password: "sr-secret"}}
+	cfg.RegistryTLS = true
 	addrs := start(t, cfg)
 	require.Len(t, addrs.Kafka, 2)
+	require.True(t, strings.HasPrefix(addrs.Registry, "https://127.0.0.1:"), addrs.Registry)
 
 	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	plainAlice := []kgo.Opt{
@@ -151,8 +154,8 @@ func TestSASLPlainOverTLS(t *testing.T) {
 		require.ErrorContains(t, err, "Authentication failed: Invalid username or password", "user %s", auth.User)
 	}
 
-	// The registry is served with basic auth.
-	hc := &http.Client{}
+	// The registry is served over TLS with basic auth.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	defer hc.CloseIdleConnections()
 	get := func(auth bool) (int, string) {
 		req, err := http.NewRequest(http.MethodGet, addrs.Registry+"/", nil)
@@ -228,6 +231,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ports past 65535", func(c *devstack.Config) { c.KafkaPort, c.Brokers = 65535, 2 }, "devstack: Config.KafkaPort 65535"},
 		{"no partitions", func(c *devstack.Config) { c.DefaultPartitions = 0 }, "devstack: Config.DefaultPartitions 0 out of range"},
 		{"cert without key", func(c *devstack.Config) { c.TLSCertFile = "c.pem" }, "devstack: Config.TLSCertFile and TLSKeyFile must be set together"},
+		{"registry TLS without a cert", func(c *devstack.Config) { c.RegistryTLS = true }, "--registry-tls needs --tls-cert and --tls-key"},
 		{"duplicate user", func(c *devstack.Config) {
 			c.SASLUsers = []devstack.Credential{{User: "a", Password: "x"}, {User: "a", Password: "y"}}
 		}, `devstack: Config.SASLUsers: user "a" given twice`},

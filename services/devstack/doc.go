@@ -1,8 +1,8 @@
 // Package devstack runs the Kafka cluster and Confluent Schema Registry
 // tidestream writes to, in one process on loopback, for development and
 // multi-process tests: franz-go's kfake (a Kafka wire-protocol broker) and
-// the registry package (srfake with compatibility checks, config and basic
-// auth).
+// the registry package (Confluent's REST API over an indexed in-memory
+// store, with compatibility checks, config and basic auth).
 //
 // It is responsible for: turning a validated Config into kfake options
 // (broker count and ports, default partitions for auto-created topics,

@@ -63,6 +63,10 @@ func newEncoderRole(n *Node) (Role, error) {
 	if n.hasRole(RoleSorter) {
 		defaultSorter = n.advert
 	}
+	var up tidestreamv1.SorterServiceClient
+	if sr := n.role(RoleSorter); sr != nil && n.local != nil {
+		up = n.local.Sorter(sr.(*sorterRole).svc)
+	}
 	st := store.New(n.etcd, n.keys)
 	r := &encoderRole{snaps: newSnapshotStores(n.cfg.PD, log)}
 	workers := n.cfg.Encoder.Workers
@@ -83,6 +87,7 @@ func newEncoderRole(n *Node) (Role, error) {
 		},
 		LoadSnapshot:     r.snaps.load,
 		SorterAddr:       defaultSorter,
+		Upstream:         up,
 		RegistryCAFile:   n.cfg.Encoder.RegistryCA,
 		RegistryCertFile: n.cfg.Encoder.RegistryCert,
 		RegistryKeyFile:  n.cfg.Encoder.RegistryKey,

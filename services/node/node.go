@@ -2,7 +2,8 @@
 // the etcd it keeps state in (embedded or external), its member
 // registration, its gRPC and status servers, telemetry and readiness.
 // `cdc server`, `cdc coordinator`, `cdc puller`, `cdc sorter`, `cdc encoder` and `cdc producer` are thin
-// flag layers over Run; the in-process test runner calls Run directly.
+// flag layers over Serve, which restarts the process in place when its etcd
+// session is lost; the in-process test runner calls Start and Run directly.
 //
 // It is not responsible for what a role does, only for starting the roles
 // in order, publishing readiness once they are up, and stopping them in the
@@ -10,6 +11,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/store"
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/producer/runner"
+	"github.com/tidestream/tidestream/proto/contract/local"
 	"github.com/tidestream/tidestream/puller/service"
 	"github.com/tidestream/tidestream/services/runtime/health"
 	"github.com/tidestream/tidestream/services/runtime/logging"
@@ -70,9 +73,19 @@ type Config struct {
 	// ClusterID separates tidestream clusters sharing an etcd.
 	ClusterID string
 	// MemberID identifies this process; default a new UUID per start, as
-	// TiCDC's capture id: a restarted process is a new member.
+	// TiCDC's capture id: a restarted process is a new member, and so is
+	// each restart in place after a lost session (Serve).
 	MemberID string
-	// SessionTTL is the etcd session (lease) TTL.
+	// LocalStreams connects the stages this process runs in process: a
+	// route naming this process's own address is served by a direct call
+	// (proto/contract/local), not over loopback gRPC. Default on.
+	LocalStreams bool
+	// SessionTTL is the etcd session (lease) TTL. Default 10 s, TiCDC's
+	// capture session TTL: keep-alives go every TTL/3, so the process may
+	// stall up to about the TTL (CPU starvation with thousands of pipelines
+	// on a few busy cores) before it loses the session and restarts in
+	// place; the price is owner failover after a kill -9 of up to the TTL
+	// and the fraction of a second etcd takes to reap an expired lease.
 	SessionTTL time.Duration
 	// Version is the binary's version.
 	Version string
@@ -99,16 +112,17 @@ const (
 func DefaultConfig() Config {
 	cc := coordinator.DefaultConfig()
 	return Config{
-		Roles:       []string{RoleCoordinator},
-		Addr:        "127.0.0.1:8300",
-		StatusAddr:  "127.0.0.1:8301",
-		DataDir:     "cdc-data",
-		ClusterID:   cc.ClusterID,
-		SessionTTL:  5 * time.Second,
-		Coordinator: CoordinatorConfig{GCTTL: cc.GCTTL},
-		Puller:      PullerConfig{MemoryQuota: service.DefaultMemoryQuota},
-		Sorter:      SorterConfig{MemoryQuota: engine.DefaultMemoryQuota},
-		Producer:    ProducerConfig{ProgressInterval: runner.DefaultInterval},
+		Roles:        []string{RoleCoordinator},
+		Addr:         "127.0.0.1:8300",
+		StatusAddr:   "127.0.0.1:8301",
+		DataDir:      "cdc-data",
+		ClusterID:    cc.ClusterID,
+		SessionTTL:   10 * time.Second,
+		LocalStreams: true,
+		Coordinator:  CoordinatorConfig{GCTTL: cc.GCTTL},
+		Puller:       PullerConfig{MemoryQuota: service.DefaultMemoryQuota},
+		Sorter:       SorterConfig{MemoryQuota: engine.DefaultMemoryQuota},
+		Producer:     ProducerConfig{ProgressInterval: runner.DefaultInterval},
 	}
 }
 
@@ -121,8 +135,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for local state (embedded etcd, sorter spill)")
 	fs.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "external etcd endpoints, comma-separated (default: embedded etcd in --data-dir)")
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "tidestream cluster id (separates clusters sharing one etcd)")
-	fs.StringVar(&c.MemberID, "member-id", c.MemberID, "member id (default: a new UUID per start)")
-	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "etcd session TTL: how fast a dead process's ownership is taken over")
+	fs.StringVar(&c.MemberID, "member-id", c.MemberID, "member id (default: a new UUID per start, and per restart after a lost etcd session)")
+	fs.BoolVar(&c.LocalStreams, "local-streams", c.LocalStreams, "stages this process runs pass messages to each other in process rather than over loopback gRPC")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "etcd session TTL: a dead process's keys expire (and ownership passes on) this long after it died; a process stalled this long loses its session and restarts in place")
 	if c.usesPD() {
 		fs.StringSliceVar(&c.PD, "pd", c.PD, "default upstream PD endpoints, for changefeeds created without --pd and routes that name none")
 	}
@@ -205,11 +220,21 @@ type Node struct {
 	grpcSrv  *server.GRPCServer
 	httpSrv  *server.HTTPServer
 	coord    *coordinator.Coordinator // nil without the coordinator role
-	specs    []roleSpec               // of the roles in cfg.Roles, in that order
+	specs    []roleSpec               // of the roles in cfg.Roles, in the role table's order
 	roles    []Role                   // built from specs, same order
 	addr     net.Addr
 	status   net.Addr
 	advert   string
+
+	// lease is the session lease of Run's registration, for Serve to
+	// revoke if that session is lost; lostLease is the previous
+	// incarnation's, revoked before registering (revokeLost).
+	lease     clientv3.LeaseID
+	lostLease clientv3.LeaseID
+
+	// local connects this process's stages (Config.LocalStreams); nil
+	// when off. Its streams end before the roles close.
+	local *local.Streams
 }
 
 // Start brings up etcd, binds both listeners and builds the roles; it
@@ -227,11 +252,21 @@ func start(ctx context.Context, cfg Config, log *slog.Logger, specs []roleSpec) 
 	if err != nil {
 		return nil, err
 	}
+	// Built in the role table's order, whatever order --roles names them
+	// in: a stage that pulls from another this process runs is connected
+	// to it in process (localClients), so that one must exist first.
+	slices.SortStableFunc(mine, func(a, b roleSpec) int {
+		return cmp.Compare(slices.IndexFunc(specs, func(s roleSpec) bool { return s.name == a.name }),
+			slices.IndexFunc(specs, func(s roleSpec) bool { return s.name == b.name }))
+	})
 	log = logging.OrDiscard(log)
 	if cfg.MemberID == "" {
 		cfg.MemberID = uuid.NewString()
 	}
 	n := &Node{cfg: cfg, log: log}
+	if cfg.LocalStreams {
+		n.local = local.New()
+	}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -305,6 +340,17 @@ func start(ctx context.Context, cfg Config, log *slog.Logger, specs []roleSpec) 
 
 func (n *Node) hasRole(name string) bool { return slices.Contains(n.cfg.Roles, name) }
 
+// role is the built role named name, or nil (not run, or not built yet:
+// roles are built in the role table's order).
+func (n *Node) role(name string) Role {
+	for _, r := range n.roles {
+		if r.Name() == name {
+			return r
+		}
+	}
+	return nil
+}
+
 // OpenUpstream connects to an upstream's PD with the real pd client.
 func OpenUpstream(log *slog.Logger) control.UpstreamOpener {
 	return func(ctx context.Context, pdAddrs []string) (control.Upstream, error) {
@@ -330,9 +376,13 @@ func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
 // readiness drops, the roles' streams end (Stop), the roles return (the
 // coordinator resigns), then the member registration is revoked, so a
 // successor owner takes over only after this one resigned. It releases
-// everything Start acquired before returning.
+// everything Start acquired before returning; after a lost session (an
+// error wrapping member.ErrSessionLost) Serve starts the process again.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
+	if n.lostLease != 0 {
+		n.revokeLost(ctx)
+	}
 	reg, err := member.Register(ctx, n.etcd, n.keys, member.Config{
 		ID: n.cfg.MemberID, Addr: n.advert, Roles: n.cfg.Roles, Version: n.cfg.Version,
 		TTL: n.cfg.SessionTTL, Logger: n.log,
@@ -344,6 +394,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer reg.Close()
+	n.lease = reg.Session().Lease()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.grpcSrv.Run(gctx) })
@@ -439,8 +490,16 @@ func (n *Node) Run(ctx context.Context) error {
 // the reverse order of Start. Safe to call more than once.
 func (n *Node) Close() {
 	for i := len(n.roles) - 1; i >= 0; i-- {
+		n.roles[i].Stop()
+	}
+	// The in-process streams end, and their handlers return, before any
+	// role releases what those handlers use: what a gRPC server's Stop
+	// (WaitForHandlers) does for the streams that come over the network.
+	if n.local != nil {
+		n.local.Close()
+	}
+	for i := len(n.roles) - 1; i >= 0; i-- {
 		r := n.roles[i]
-		r.Stop()
 		if err := r.Close(); err != nil {
 			n.log.Warn("close role", "role", r.Name(), "err", err)
 		}

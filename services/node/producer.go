@@ -54,6 +54,9 @@ func newProducerRole(n *Node) (Role, error) {
 		self = n.advert
 	}
 	conns := &encoderConns{self: self}
+	if er := n.role(RoleEncoder); er != nil && n.local != nil {
+		conns.local = n.local.Encoder(er.(*encoderRole).svc)
+	}
 	r, err := runner.New(producerRunnerConfig(store.New(n.etcd, n.keys), n.cfg.MemberID, n.advert, n.cfg.Producer.ProgressInterval, conns.get, log))
 	if err != nil {
 		return nil, err
@@ -164,11 +167,16 @@ func (r *producerRole) Close() error { return r.conns.Close() }
 type encoderConns struct {
 	self  string
 	conns contract.Conns
+	// local calls this process's encoder in process (Config.LocalStreams).
+	local tidestreamv1.EncoderServiceClient
 }
 
 func (e *encoderConns) get(addr string) (tidestreamv1.EncoderServiceClient, error) {
 	if addr == "" {
 		addr = e.self
+	}
+	if e.local != nil && addr == e.self {
+		return e.local, nil
 	}
 	if addr == "" {
 		return nil, errors.New("the assignment's route names no encoder and this process runs none")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/puller/kvclient"
@@ -28,6 +29,49 @@ type lazyPuller struct {
 	client *kvclient.Client
 	pd     *upstream.Upstream // for GC safepoint reads; opened with the client
 	closed bool
+
+	sp safePointCache
+}
+
+// safePointMaxAge is how long a GC safepoint read answers later
+// subscriptions. A changefeed start or an owner re-placement subscribes
+// every pipeline of a changefeed at once, and one PD round trip each (10,000
+// at 10,000 tables) timed out and retried. A value this old can only miss a
+// safepoint that moved past a from_ts in the last seconds, which the
+// changefeed's own service safepoint (held at its checkpoint, refreshed every
+// minute) prevents for every from_ts the owner hands out.
+const safePointMaxAge = 10 * time.Second
+
+// safePointCache holds the last GC safepoint read and lets one caller at a
+// time refresh it; the others wait for that read instead of making their
+// own. The safepoint never moves back, so an old value is a lower bound.
+type safePointCache struct {
+	turn chan struct{} // a one-slot semaphore; a channel so waiting honours ctx
+	ts   uint64
+	at   time.Time
+	now  func() time.Time
+}
+
+func newSafePointCache() safePointCache {
+	return safePointCache{turn: make(chan struct{}, 1), now: time.Now}
+}
+
+func (c *safePointCache) get(ctx context.Context, read func(context.Context) (uint64, error)) (uint64, error) {
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return 0, context.Cause(ctx)
+	}
+	defer func() { <-c.turn }()
+	if !c.at.IsZero() && c.now().Sub(c.at) < safePointMaxAge {
+		return c.ts, nil
+	}
+	ts, err := read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c.ts, c.at = max(c.ts, ts), c.now()
+	return c.ts, nil
 }
 
 func (p *lazyPuller) get(ctx context.Context) (*kvclient.Client, error) {
@@ -70,7 +114,7 @@ func (p *lazyPuller) GCSafePoint(ctx context.Context) (uint64, error) {
 	if up == nil {
 		return 0, kvclient.ErrClosed
 	}
-	return up.GCSafePoint(ctx)
+	return p.sp.get(ctx, up.GCSafePoint)
 }
 
 // Subscribe implements service.Puller.
@@ -116,7 +160,7 @@ func (u *upstreams) get(pdAddrs []string) (service.Upstream, error) {
 	}
 	p := u.byPD[key]
 	if p == nil {
-		p = &lazyPuller{addrs: addrs, log: u.log.With("upstream", key), meter: u.meter}
+		p = &lazyPuller{addrs: addrs, log: u.log.With("upstream", key), meter: u.meter, sp: newSafePointCache()}
 		u.byPD[key] = p
 	}
 	return p, nil

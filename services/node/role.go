@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidestream/tidestream/coordinator"
 	"github.com/tidestream/tidestream/coordinator/member"
+	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/puller/service"
 	"github.com/tidestream/tidestream/services/runtime/logging"
 	"github.com/tidestream/tidestream/sorter/engine"
@@ -186,6 +187,7 @@ func newCoordinatorRole(n *Node) (Role, error) {
 	cc.PipelineTables = tables.pipelines
 	cc.SchemaVersion = tables.schemaVersion
 	cc.TablesBetween = tables.between
+	cc.Regions = tables.regions
 	cc.Logger = n.log
 	c, err := coordinator.New(cc)
 	if err != nil {
@@ -275,7 +277,11 @@ func newSorterRole(n *Node) (Role, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sorter: %w", err)
 	}
-	svc, err := sorter.New(sorter.Config{PullerAddr: defaultPuller, Engine: db, Logger: log, Meter: meter})
+	var up tidestreamv1.PullerServiceClient
+	if p := n.role(RolePuller); p != nil && n.local != nil {
+		up = n.local.Puller(p.(*pullerRole).svc)
+	}
+	svc, err := sorter.New(sorter.Config{PullerAddr: defaultPuller, Upstream: up, Engine: db, Logger: log, Meter: meter})
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}

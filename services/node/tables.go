@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -201,12 +203,19 @@ func (u *upstreamTables) pipelines(ctx context.Context, cf *store.Changefeed, ts
 	}
 	out := make([]scheduler.Table, 0, len(r.versions))
 	for _, v := range r.versions {
-		if v.Eligibility == schema.Eligible {
+		switch v.Eligibility {
+		case schema.Eligible:
 			out = append(out, pipelineTable(v.Table.Schema, v.Table.Info))
+		case schema.NoHandleKey:
+			out = append(out, scheduler.Table{ID: v.Table.Info.ID, Schema: v.Table.Schema, Name: v.Table.Info.Name.O,
+				Ineligible: noHandleKey})
 		}
 	}
 	return out, nil
 }
+
+// noHandleKey is why a table without a key is not replicated.
+const noHandleKey = "it has no primary key and no NOT NULL unique key, so its rows have no Kafka key"
 
 // between implements scheduler.Config.TablesBetween from TiDB's DDL
 // history.
@@ -241,11 +250,29 @@ func pipelineTable(schemaName string, info *model.TableInfo) scheduler.Table {
 	if len(ids) > 1 {
 		ids = ids[1:]
 	}
-	t := scheduler.Table{ID: info.ID, Schema: schemaName, Name: info.Name.O}
+	t := scheduler.Table{ID: info.ID, Schema: schemaName, Name: info.Name.O, Splittable: splittable(info), Physical: ids}
 	for _, id := range ids {
 		t.Spans = append(t.Spans, recordSpan(id))
 	}
 	return t
+}
+
+// splittable says whether the owner may run the table in key-range pieces
+// (scheduler/split.go): a key must never leave its piece. Kafka keys are
+// the primary key, so it must be the row handle, and the table one span
+// (not partitioned). As TiCDC, a table with another unique key is not
+// split either: two rows trading a unique value in two pieces could reach
+// a downstream that enforces it in the wrong order.
+func splittable(info *model.TableInfo) bool {
+	if info.Partition != nil || !info.PKIsHandle && !info.IsCommonHandle {
+		return false
+	}
+	for _, idx := range info.Indices {
+		if idx.Unique && !idx.Primary {
+			return false
+		}
+	}
+	return true
 }
 
 // recordSpan is a physical table's record span in the encoded key space of
@@ -253,4 +280,57 @@ func pipelineTable(schemaName string, info *model.TableInfo) scheduler.Table {
 func recordSpan(id int64) *tidestreamv1.Span {
 	prefix := tablecodec.GenTableRecordPrefix(id)
 	return &tidestreamv1.Span{StartKey: codec.EncodeBytes(nil, prefix), EndKey: codec.EncodeBytes(nil, prefix.PrefixNext())}
+}
+
+// regions implements scheduler.RegionLister: PD's regions of each span.
+func (u *upstreamTables) regions(ctx context.Context, cf *store.Changefeed, spans []*tidestreamv1.Span) ([][]*tidestreamv1.Span, error) {
+	st, err := u.store(ctx, cf.Info.GetPdAddrs())
+	if err != nil {
+		return nil, err
+	}
+	// Spans arrive in SubscribeRequest's encoding; the region cache takes
+	// raw keys. Sorted for the scan, answered in the caller's order.
+	order := make([]int, len(spans))
+	ranges := make([]schema.KeyRange, len(spans))
+	for i, sp := range spans {
+		order[i] = i
+		if ranges[i], err = rawRange(sp); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(ranges[a].Start, ranges[b].Start) })
+	sorted := make([]schema.KeyRange, len(spans))
+	for i, j := range order {
+		sorted[i] = ranges[j]
+	}
+	got, err := st.Regions(ctx, sorted)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]*tidestreamv1.Span, len(spans))
+	for i, j := range order {
+		for _, r := range got[i] {
+			sp := &tidestreamv1.Span{StartKey: codec.EncodeBytes(nil, r.Start)}
+			if len(r.End) > 0 {
+				sp.EndKey = codec.EncodeBytes(nil, r.End)
+			}
+			out[j] = append(out[j], sp)
+		}
+	}
+	return out, nil
+}
+
+// rawRange decodes a span's memcomparable-encoded keys.
+func rawRange(sp *tidestreamv1.Span) (schema.KeyRange, error) {
+	var r schema.KeyRange
+	var err error
+	if _, r.Start, err = codec.DecodeBytes(sp.GetStartKey(), nil); err != nil {
+		return r, fmt.Errorf("span start key %x: %w", sp.GetStartKey(), err)
+	}
+	if len(sp.GetEndKey()) > 0 {
+		if _, r.End, err = codec.DecodeBytes(sp.GetEndKey(), nil); err != nil {
+			return r, fmt.Errorf("span end key %x: %w", sp.GetEndKey(), err)
+		}
+	}
+	return r, nil
 }

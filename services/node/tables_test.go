@@ -3,6 +3,8 @@ package node
 import (
 	"testing"
 
+	"github.com/pingcap/tidb/pkg/meta/model"
+	pmodel "github.com/pingcap/tidb/pkg/parser/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tidestream/tidestream/coordinator/control"
@@ -28,4 +30,23 @@ func TestTableFilterMatchesTheEncoders(t *testing.T) {
 
 	_, err = tableFilter(control.TableFilter{Rules: []string{"app"}})
 	require.ErrorContains(t, err, "filter.rules")
+}
+
+func TestSplittable(t *testing.T) {
+	pk := &model.IndexInfo{Name: pmodel.NewCIStr("PRIMARY"), Primary: true, Unique: true}
+	uk := &model.IndexInfo{Name: pmodel.NewCIStr("uk"), Unique: true}
+	k := &model.IndexInfo{Name: pmodel.NewCIStr("k")}
+	for _, c := range []struct {
+		name string
+		info *model.TableInfo
+		want bool
+	}{
+		{"int primary key", &model.TableInfo{PKIsHandle: true}, true},
+		{"clustered primary key", &model.TableInfo{IsCommonHandle: true, Indices: []*model.IndexInfo{pk, k}}, true},
+		{"non-clustered primary key: keys move between row ids", &model.TableInfo{Indices: []*model.IndexInfo{pk}}, false},
+		{"another unique key", &model.TableInfo{PKIsHandle: true, Indices: []*model.IndexInfo{uk}}, false},
+		{"partitioned", &model.TableInfo{PKIsHandle: true, Partition: &model.PartitionInfo{Definitions: []model.PartitionDefinition{{ID: 1}, {ID: 2}}}}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) { require.Equal(t, c.want, splittable(c.info)) })
+	}
 }

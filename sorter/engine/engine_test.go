@@ -437,3 +437,32 @@ func TestStalledWriteHoldsNoEngineLock(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// An idle pipeline's reads skip the store, but never an event written
+// below the resolved ts after an earlier read, nor one written out of order
+// above a read's start.
+func TestReadOfAnIdleRangeStillSeesLaterWrites(t *testing.T) {
+	e := openTest(t, minMemoryQuota)
+	p, err := e.Pipeline(PipelineID{"ns", "cf", 1}, 1)
+	require.NoError(t, err)
+	p.Resolve(10)
+	got, next := readAll(t, p, 0, 10)
+	require.Empty(t, got)
+	require.Equal(t, uint64(10), next, "an empty range is delivered whole")
+
+	require.NoError(t, p.Write([]*tidestreamv1.RawKVEvent{ev(25, 24, "b", 1)}))
+	require.NoError(t, p.Write([]*tidestreamv1.RawKVEvent{ev(15, 14, "a", 1)})) // out of order
+	p.Resolve(20)
+	got, next = readAll(t, p, 10, 20)
+	require.Len(t, got, 1)
+	require.Equal(t, "a", string(got[0].Key))
+	require.Equal(t, uint64(20), next)
+	p.Resolve(30)
+	got, _ = readAll(t, p, 20, 30)
+	require.Len(t, got, 1)
+	require.Equal(t, "b", string(got[0].Key))
+	p.Resolve(40)
+	got, next = readAll(t, p, 30, 40)
+	require.Empty(t, got)
+	require.Equal(t, uint64(40), next)
+}

@@ -35,6 +35,11 @@ type Pipeline struct {
 	fenced atomic.Pointer[error]
 
 	resolved atomic.Uint64
+	// maxWritten is the highest commit ts Write committed. A Read whose
+	// range starts at or above it has nothing to find and opens no
+	// iterator: most reads of an idle table are that, and at 10,000 tables
+	// their iterators were a fifth of a server's CPU.
+	maxWritten atomic.Uint64
 
 	eventsIn, eventsOut, bytesIn, bytesOut atomic.Int64
 	ackedSnapshot                          atomic.Uint64
@@ -120,10 +125,12 @@ func (p *Pipeline) write(events []*tidestreamv1.RawKVEvent) (bool, error) {
 	b := p.e.db.NewBatchWithSize(size)
 	defer b.Close()
 	var n, bytes int64
+	var top uint64
 	for _, ev := range events {
 		if ev.CommitTs <= p.acked {
 			continue
 		}
+		top = max(top, ev.CommitTs)
 		op := b.SetDeferred(encodedKeyLen(ev), encodedValueLen(ev))
 		putKey(op.Key, p.slot, ev)
 		putValue(op.Value, ev)
@@ -141,6 +148,15 @@ func (p *Pipeline) write(events []*tidestreamv1.RawKVEvent) (bool, error) {
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return false, fmt.Errorf("%w: commit: %w", ErrStorage, err)
+	}
+	// Raised after the commit and before Write returns, so before the
+	// Resolve that covers these events: a Read up to that resolved ts
+	// sees it.
+	for {
+		cur := p.maxWritten.Load()
+		if top <= cur || p.maxWritten.CompareAndSwap(cur, top) {
+			break
+		}
 	}
 	p.eventsIn.Add(n)
 	p.bytesIn.Add(bytes)
@@ -210,6 +226,9 @@ func (p *Pipeline) Read(after, upTo uint64, limitBytes int, fn func(ev *tidestre
 	}
 	if upTo <= after {
 		return after, nil
+	}
+	if p.maxWritten.Load() <= after {
+		return upTo, nil
 	}
 	iter, err := p.e.db.NewIter(&pebble.IterOptions{
 		LowerBound: afterBound(p.slot, after),

@@ -41,8 +41,10 @@ type Config struct {
 	// route's puller_addr wins. Dialed without TLS, one connection per
 	// address, shared by the pipelines routed there.
 	PullerAddr string
-	// Upstream, when set, stands for PullerAddr's connection: for tests and
-	// for a caller that owns the connection (TLS, tracing interceptors).
+	// Upstream, when set, stands for PullerAddr's connection, whether a
+	// route names no puller or names PullerAddr: for tests, for a caller
+	// that owns the connection (TLS, tracing interceptors), and for a
+	// process that runs the puller too and calls it in process.
 	Upstream tidestreamv1.PullerServiceClient
 	// Engine is the process's sort engine, shared by all pipelines. The
 	// caller opens and closes it.
@@ -162,10 +164,10 @@ func New(cfg Config) (*Service, error) {
 // one, dialing on first use.
 func (s *Service) puller(route *tidestreamv1.Route) (tidestreamv1.PullerServiceClient, error) {
 	addr := route.GetPullerAddr()
+	if s.up != nil && (addr == "" || addr == s.cfg.PullerAddr) {
+		return s.up, nil
+	}
 	if addr == "" {
-		if s.up != nil {
-			return s.up, nil
-		}
 		addr = s.cfg.PullerAddr
 	}
 	if addr == "" {

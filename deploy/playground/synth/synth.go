@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,27 +84,87 @@ func Setup(ctx context.Context, db *sql.DB, emu *cdcemu.Emulator, cfg Config) (*
 		return nil, fmt.Errorf("synth: create database: %w", err)
 	}
 	s := &Source{cfg: cfg, emu: emu, next: make([]int64, cfg.Tables)}
-	for i := range cfg.Tables {
-		name := fmt.Sprintf("%s.t%d", Database, i)
-		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+name+" "+Schema); err != nil {
-			return nil, fmt.Errorf("synth: create %s: %w", name, err)
-		}
-		if cfg.Regions > 1 {
-			q := fmt.Sprintf("SPLIT TABLE %s BETWEEN (0) AND (%d) REGIONS %d", name, cfg.Keys, cfg.Regions)
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return nil, fmt.Errorf("synth: split %s: %w", name, err)
+	// Created over several connections at once: TiDB merges concurrent
+	// CREATE TABLE jobs into one DDL job (tidb_enable_fast_create_table, on
+	// by default), where one at a time costs a DDL round each; 10k tables
+	// one by one take many minutes.
+	began := time.Now()
+	var created atomic.Int64
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	todo := make(chan int)
+	for range min(setupConcurrency, cfg.Tables) {
+		wg.Go(func() {
+			for i := range todo {
+				if err := createTable(gctx, db, cfg, i); err != nil {
+					cancel(err)
+					continue // drain
+				}
+				if n := created.Add(1); n%1000 == 0 && int(n) < cfg.Tables {
+					cfg.Logger.Info("synthetic tables created", "tables", n, "of", cfg.Tables, "elapsed", time.Since(began).Round(time.Millisecond))
+				}
 			}
+		})
+	}
+	for i := range cfg.Tables {
+		if gctx.Err() != nil {
+			break
 		}
+		todo <- i
+	}
+	close(todo)
+	wg.Wait()
+	if err := context.Cause(gctx); err != nil {
+		return nil, err
+	}
+	// One query for every id, not one per table: each information_schema
+	// read costs more as the schema grows.
+	ids := make(map[string]int64, cfg.Tables)
+	rows, err := db.QueryContext(ctx,
+		"SELECT TABLE_NAME, TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = ?", Database)
+	if err != nil {
+		return nil, fmt.Errorf("synth: table ids: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
 		var id int64
-		err := db.QueryRowContext(ctx,
-			"SELECT TIDB_TABLE_ID FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-			Database, fmt.Sprintf("t%d", i)).Scan(&id)
-		if err != nil {
-			return nil, fmt.Errorf("synth: table id of %s: %w", name, err)
+		if err := rows.Scan(&name, &id); err != nil {
+			return nil, fmt.Errorf("synth: table ids: %w", err)
+		}
+		ids[strings.ToLower(name)] = id
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("synth: table ids: %w", err)
+	}
+	for i := range cfg.Tables {
+		id, ok := ids[fmt.Sprintf("t%d", i)]
+		if !ok {
+			return nil, fmt.Errorf("synth: table %s.t%d not in information_schema after its creation", Database, i)
 		}
 		s.tables = append(s.tables, id)
 	}
+	cfg.Logger.Info("synthetic tables ready", "tables", cfg.Tables, "elapsed", time.Since(began).Round(time.Millisecond))
 	return s, nil
+}
+
+// setupConcurrency is how many tables Setup creates at once.
+const setupConcurrency = 16
+
+// createTable creates synthetic table i and splits it into its regions.
+func createTable(ctx context.Context, db *sql.DB, cfg Config, i int) error {
+	name := fmt.Sprintf("%s.t%d", Database, i)
+	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+name+" "+Schema); err != nil {
+		return fmt.Errorf("synth: create %s: %w", name, err)
+	}
+	if cfg.Regions > 1 {
+		q := fmt.Sprintf("SPLIT TABLE %s BETWEEN (0) AND (%d) REGIONS %d", name, cfg.Keys, cfg.Regions)
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("synth: split %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // TableIDs returns the ids of the synthetic tables, in order.

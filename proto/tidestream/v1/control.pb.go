@@ -3078,7 +3078,11 @@ type PipelineStatus struct {
 	// The pipeline stopped for a reason no retry fixes (credentials, a
 	// record over the broker's limit, a fatal error from the encoder): the
 	// owner fails the changefeed with error. Unset while it retries.
-	Fatal         bool `protobuf:"varint,6,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	Fatal bool `protobuf:"varint,6,opt,name=fatal,proto3" json:"fatal,omitempty"`
+	// Row changes the pipeline produced since its producer last (re)started
+	// it: the owner's measure of a table's write traffic for
+	// scheduler.write-key-threshold (rows modified per minute).
+	Rows          uint64 `protobuf:"varint,7,opt,name=rows,proto3" json:"rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3153,6 +3157,13 @@ func (x *PipelineStatus) GetFatal() bool {
 		return x.Fatal
 	}
 	return false
+}
+
+func (x *PipelineStatus) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
 }
 
 var File_tidestream_v1_control_proto protoreflect.FileDescriptor
@@ -3427,7 +3438,7 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"table_name\x18\r \x01(\tR\ttableName\x12\x19\n" +
 	"\btable_id\x18\x0e \x01(\x03R\atableId\x12)\n" +
 	"\x10changefeed_epoch\x18\x0f \x01(\x04R\x0fchangefeedEpoch\x12\x1b\n" +
-	"\ttarget_ts\x18\x10 \x01(\x04R\btargetTs\"\xde\x01\n" +
+	"\ttarget_ts\x18\x10 \x01(\x04R\btargetTs\"\xf2\x01\n" +
 	"\x0ePipelineStatus\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\rcheckpoint_ts\x18\x02 \x01(\x04R\fcheckpointTs\x12\x1f\n" +
@@ -3435,7 +3446,8 @@ const file_tidestream_v1_control_proto_rawDesc = "" +
 	"resolvedTs\x121\n" +
 	"\x05error\x18\x04 \x01(\v2\x1b.tidestream.v1.RunningErrorR\x05error\x12'\n" +
 	"\x0fproducer_member\x18\x05 \x01(\tR\x0eproducerMember\x12\x14\n" +
-	"\x05fatal\x18\x06 \x01(\bR\x05fatal*\xe6\x01\n" +
+	"\x05fatal\x18\x06 \x01(\bR\x05fatal\x12\x12\n" +
+	"\x04rows\x18\a \x01(\x04R\x04rows*\xe6\x01\n" +
 	"\x0fChangefeedState\x12 \n" +
 	"\x1cCHANGEFEED_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CHANGEFEED_STATE_NORMAL\x10\x01\x12\x1c\n" +

@@ -106,7 +106,13 @@ type SubscribeRequest struct {
 	// the pipeline's assignment, the producer sends it to its encoder, and
 	// each stage passes it on upstream unchanged, so only the producer
 	// watches assignments.
-	Route         *Route `protobuf:"bytes,7,opt,name=route,proto3" json:"route,omitempty"`
+	Route *Route `protobuf:"bytes,7,opt,name=route,proto3" json:"route,omitempty"`
+	// The logical table the pipeline carries (its assignment's table_id); 0:
+	// none named. The encoder drops a row whose physical id belongs to another
+	// table at the row's commit ts: EXCHANGE PARTITION moves an id between two
+	// tables, both pipelines read it around the DDL, and each row is delivered
+	// by the pipeline of the table it belongs to.
+	TableId       int64 `protobuf:"varint,8,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -188,6 +194,13 @@ func (x *SubscribeRequest) GetRoute() *Route {
 		return x.Route
 	}
 	return nil
+}
+
+func (x *SubscribeRequest) GetTableId() int64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
 }
 
 // Route names the stage members an assignment placed a pipeline on, and
@@ -824,7 +837,7 @@ var File_tidestream_v1_pipeline_proto protoreflect.FileDescriptor
 
 const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\n" +
-	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\xfc\x01\n" +
+	"\x1ctidestream/v1/pipeline.proto\x12\rtidestream.v1\"\x97\x02\n" +
 	"\x10SubscribeRequest\x12#\n" +
 	"\rchangefeed_id\x18\x01 \x01(\tR\fchangefeedId\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1f\n" +
@@ -833,7 +846,8 @@ const file_tidestream_v1_pipeline_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x17\n" +
 	"\afrom_ts\x18\x05 \x01(\x04R\x06fromTs\x12)\n" +
 	"\x05spans\x18\x06 \x03(\v2\x13.tidestream.v1.SpanR\x05spans\x12*\n" +
-	"\x05route\x18\a \x01(\v2\x14.tidestream.v1.RouteR\x05route\"\x87\x01\n" +
+	"\x05route\x18\a \x01(\v2\x14.tidestream.v1.RouteR\x05route\x12\x19\n" +
+	"\btable_id\x18\b \x01(\x03R\atableId\"\x87\x01\n" +
 	"\x05Route\x12\x1f\n" +
 	"\vpuller_addr\x18\x01 \x01(\tR\n" +
 	"pullerAddr\x12\x1f\n" +

@@ -1,7 +1,8 @@
 // Command cdc is tidestream's one binary: `cdc server` runs every role in
 // one process, `cdc coordinator`, `cdc puller`, `cdc sorter`, `cdc encoder` and `cdc producer` run one, and
 // `cdc cli changefeed …` / `cdc changefeed …` manage changefeeds with
-// TiCDC's words.
+// TiCDC's words, and `cdc consumer` / `cdc diff` are the reference consumer
+// and the upstream/downstream comparison.
 package main
 
 import (
@@ -81,6 +82,8 @@ func newRoot() *cobra.Command {
 		roleCmd("producer", "Run the producer role alone: produces the pipelines assigned to this member to Kafka, pulling from the encoder each assignment names (needs --etcd)", []string{node.RoleProducer}),
 		cliCmd(),
 		cli.NewChangefeedCommand(),
+		consumerCmd(),
+		diffCmd(),
 		versionCmd(),
 	)
 	return root
@@ -133,12 +136,10 @@ func roleCmd(use, short string, roles []string) *cobra.Command {
 			}
 			ctx, stop := signals.NotifyContext(cmd.Context(), log, func(os.Signal) { os.Exit(1) })
 			defer stop()
-			n, err := node.Start(ctx, cfg, log)
-			if err != nil {
-				log.Error("start failed", "err", err)
-				return err
-			}
-			err = n.Run(ctx)
+			// Serve, not Start and Run: a lost etcd session (the lease
+			// expired while the process was starved) restarts the process
+			// in place, as TiCDC's capture does, instead of exiting.
+			err = node.Serve(ctx, cfg, log)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("stopped with error", "err", err)
 				return err

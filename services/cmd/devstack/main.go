@@ -1,5 +1,5 @@
 // Command devstack runs a Kafka cluster (franz-go's kfake) and a Confluent
-// Schema Registry (srfake with compatibility checks) in one process on
+// Schema Registry (in memory, with compatibility checks) in one process on
 // 127.0.0.1, for development and tests: `make devstack`.
 //
 // Once both listen it prints one line each to stdout, then serves until

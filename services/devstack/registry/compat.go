@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -58,14 +57,14 @@ func directions(level sr.CompatibilityLevel) (backward, forward bool) {
 // schema wants to hear about the version nearest theirs) that next is not
 // compatible with under level, or nil. prev's schemas were admitted before,
 // so one that no longer parses is a store error, not the caller's.
-func (r *Registry) check(ctx context.Context, level sr.CompatibilityLevel, next avro.Schema, prev []sr.SubjectSchema) (*incompatibility, error) {
+func (r *Registry) check(level sr.CompatibilityLevel, next avro.Schema, prev []sr.SubjectSchema) (*incompatibility, error) {
 	backward, forward := directions(level)
 	for i := len(prev) - 1; i >= 0; i-- {
 		p := prev[i]
 		if p.Type != sr.TypeAvro {
 			continue // a subject that changed type: Confluent refuses that earlier; we cannot compare
 		}
-		old, err := r.parse(ctx, p.Schema)
+		old, err := r.parse(p.Schema)
 		if err != nil {
 			return nil, storeError(fmt.Sprintf("parse version %d", p.Version), err)
 		}
@@ -94,30 +93,30 @@ func (r *Registry) check(ctx context.Context, level sr.CompatibilityLevel, next 
 
 // parse parses an Avro schema with its references resolved: each
 // referenced subject version is parsed first into the same cache, so the
-// named types it defines are known when s names them.
-func (r *Registry) parse(ctx context.Context, s sr.Schema) (avro.Schema, error) {
+// named types it defines are known when s names them. r.mu is held.
+func (r *Registry) parse(s sr.Schema) (avro.Schema, error) {
 	cache := &avro.SchemaCache{}
-	if err := r.loadReferences(ctx, s.References, cache, map[string]bool{}); err != nil {
+	if err := r.loadReferences(s.References, cache, map[string]bool{}); err != nil {
 		return nil, err
 	}
 	return avro.ParseWithCache(s.Schema, "", cache)
 }
 
-func (r *Registry) loadReferences(ctx context.Context, refs []sr.SchemaReference, cache *avro.SchemaCache, seen map[string]bool) error {
+func (r *Registry) loadReferences(refs []sr.SchemaReference, cache *avro.SchemaCache, seen map[string]bool) error {
 	for _, ref := range refs {
 		key := ref.Subject + "\x00" + strconv.Itoa(ref.Version)
 		if seen[key] {
 			continue // shared or cyclic references: each version is parsed once
 		}
 		seen[key] = true
-		ss, err := r.store.SchemaByVersion(ctx, ref.Subject, ref.Version)
+		v, err := r.store.get(ref.Subject, ref.Version, false)
 		if err != nil {
 			return fmt.Errorf("reference %q to subject %q version %d: %w", ref.Name, ref.Subject, ref.Version, err)
 		}
-		if err := r.loadReferences(ctx, ss.References, cache, seen); err != nil {
+		if err := r.loadReferences(v.ss.References, cache, seen); err != nil {
 			return err
 		}
-		if _, err := avro.ParseWithCache(ss.Schema.Schema, "", cache); err != nil {
+		if _, err := avro.ParseWithCache(v.ss.Schema.Schema, "", cache); err != nil {
 			return fmt.Errorf("reference %q to subject %q version %d: %w", ref.Name, ref.Subject, ref.Version, err)
 		}
 	}

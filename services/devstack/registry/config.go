@@ -81,7 +81,7 @@ func (r *Registry) deleteGlobalConfig(w http.ResponseWriter, _ *http.Request) {
 
 // getSubjectConfig answers the subject's own level; without one, the
 // global level if ?defaultToGlobal=true, else Confluent's 40408 (srfake
-// falls back to the global level unasked, which hides a missing subject
+// fell back to the global level unasked, which hides a missing subject
 // config from a client that wants to know).
 func (r *Registry) getSubjectConfig(w http.ResponseWriter, req *http.Request) {
 	subject := req.PathValue("subject")
@@ -125,7 +125,7 @@ func (r *Registry) deleteSubjectConfig(w http.ResponseWriter, req *http.Request)
 	case ok:
 		delete(r.subjects, subject)
 		writeJSON(w, http.StatusOK, deletedAnswer(l))
-	case r.fake.SubjectExists(subject):
+	case r.store.exists(subject):
 		writeError(w, &apiError{http.StatusNotFound, sr.ErrSubjectLevelCompatibilityNotConfigured.Code,
 			fmt.Sprintf("Subject '%s' does not have subject-level compatibility configured", subject)})
 	default:

@@ -35,8 +35,9 @@ func errInvalidLevel() *apiError {
 		"Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive"}
 }
 
-// storeError is a failure reading srfake's own state, which should not
-// happen: a 500 with Confluent's store error code.
+// storeError is a failure in the registry's own state, such as a stored
+// schema that no longer parses, which should not happen: a 500 with
+// Confluent's store error code.
 func storeError(what string, err error) *apiError {
 	return &apiError{http.StatusInternalServerError, sr.ErrStoreError.Code, fmt.Sprintf("Error in the backend data store: %s: %v", what, err)}
 }
@@ -62,4 +63,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+func errVersionNotFound(subject string, version int) *apiError {
+	return &apiError{http.StatusNotFound, sr.ErrVersionNotFound.Code, fmt.Sprintf("Version %d not found for subject '%s'.", version, subject)}
+}
+
+func errSchemaNotFound() *apiError {
+	return &apiError{http.StatusNotFound, sr.ErrSchemaNotFound.Code, "Schema not found"}
+}
+
+// errBadRequestSchema is a registration or lookup the store refuses: a
+// bad subject name, type or reference, or a reference cycle.
+func errBadRequestSchema(msg string) *apiError {
+	return &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, "Invalid schema: " + msg}
 }

@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"bytes"
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -10,19 +8,17 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 )
 
 // contentType is what Confluent answers with; clients accept plain JSON too.
 const contentType = "application/vnd.schemaregistry.v1+json"
 
-// maxBody bounds a request body, the same bound srfake applies: a schema
-// larger than this is a mistake in a dev stack, not a workload.
+// maxBody bounds a request body: a schema larger than this is a mistake in
+// a dev stack, not a workload.
 const maxBody = 1 << 20
 
 // Config configures a Registry.
@@ -48,25 +44,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Registry serves the Confluent Schema Registry API over srfake with
-// compatibility enforcement, config and basic auth added. It is an
-// http.Handler; serve it on any listener (httptest.NewServer in tests).
-// Safe for concurrent use.
+// Registry serves the Confluent Schema Registry API from memory with
+// compatibility enforcement, config and basic auth. It is an http.Handler;
+// serve it on any listener (httptest.NewServer in tests). Safe for
+// concurrent use.
 type Registry struct {
-	inner http.Handler // srfake's handler: storage and everything we do not override
-	fake  *srfake.Registry
-	// store is a typed client on inner that needs no listener; we read
-	// srfake's state through its own API rather than duplicating it.
-	store *sr.Client
 	users map[string]string
 	mux   *http.ServeMux
 
-	// mu makes a registration's check and srfake's store one step: without
-	// it two registrations could both pass against the same latest version
-	// and both land, and a config change could slip between a check's
-	// reading of the level and its verdict. Config lives here, not in
-	// srfake, because srfake stores levels but never consults them.
-	mu       sync.Mutex
+	// mu guards store and the levels, and makes a registration's check
+	// and its store one step: without it two registrations could both
+	// pass against the same latest version and both land, and a config
+	// change could slip between a check's reading of the level and its
+	// verdict. Reads share it.
+	mu       sync.RWMutex
+	store    *store
 	global   sr.CompatibilityLevel
 	subjects map[string]sr.CompatibilityLevel
 }
@@ -76,21 +68,8 @@ func New(cfg Config) (*Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	// NewRegistry, not New: srfake.New would start an httptest server we
-	// never use.
-	fake := srfake.NewRegistry()
-	inner := fake.Handler()
-	store, err := sr.NewClient(
-		sr.URLs("http://srfake.invalid"),
-		sr.HTTPClient(&http.Client{Transport: handlerTransport{inner}}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("registry: in-process client: %w", err)
-	}
 	r := &Registry{
-		inner:    inner,
-		fake:     fake,
-		store:    store,
+		store:    newStore(),
 		users:    make(map[string]string, len(cfg.Users)),
 		global:   cfg.GlobalLevel,
 		subjects: make(map[string]sr.CompatibilityLevel),
@@ -110,11 +89,34 @@ func New(cfg Config) (*Registry, error) {
 	mux.HandleFunc("GET /config/{subject}", r.getSubjectConfig)
 	mux.HandleFunc("PUT /config/{subject}", r.putSubjectConfig)
 	mux.HandleFunc("DELETE /config/{subject}", r.deleteSubjectConfig)
-	mux.HandleFunc("POST /subjects/{subject}/versions", r.register)
-	mux.HandleFunc("DELETE /subjects/{subject}", r.deleteSubject)
 	mux.HandleFunc("POST /compatibility/subjects/{subject}/versions/{version}", r.compatibility)
 	mux.HandleFunc("POST /compatibility/subjects/{subject}/versions", r.compatibility)
-	mux.Handle("/", inner)
+
+	mux.HandleFunc("GET /schemas", r.getSchemas)
+	mux.HandleFunc("GET /schemas/ids/{id}", r.getSchemaByID)
+	mux.HandleFunc("GET /schemas/ids/{id}/schema", r.getRawSchemaByID)
+	mux.HandleFunc("GET /schemas/ids/{id}/versions", r.getVersionsByID)
+	mux.HandleFunc("GET /schemas/ids/{id}/subjects", r.getSubjectsByID)
+	mux.HandleFunc("GET /schemas/guids/{guid}", r.getSchemaByGUID)
+	mux.HandleFunc("GET /schemas/guids/{guid}/ids", r.getIDsByGUID)
+	mux.HandleFunc("GET /subjects", r.getSubjects)
+	mux.HandleFunc("POST /subjects/{subject}", r.lookup)
+	mux.HandleFunc("DELETE /subjects/{subject}", r.deleteSubject)
+	mux.HandleFunc("GET /subjects/{subject}/versions", r.getSubjectVersions)
+	mux.HandleFunc("POST /subjects/{subject}/versions", r.register)
+	mux.HandleFunc("GET /subjects/{subject}/versions/{version}", r.getVersion)
+	mux.HandleFunc("DELETE /subjects/{subject}/versions/{version}", r.deleteVersion)
+	mux.HandleFunc("GET /subjects/{subject}/versions/{version}/schema", r.getRawVersion)
+	mux.HandleFunc("GET /subjects/{subject}/versions/{version}/referencedby", r.getReferencedBy)
+
+	mux.HandleFunc("GET /contexts", r.getContexts)
+	mux.HandleFunc("DELETE /contexts/{context}", r.deleteContext)
+	mux.HandleFunc("GET /mode", r.getGlobalMode)
+	mux.HandleFunc("PUT /mode", r.putGlobalMode)
+	mux.HandleFunc("DELETE /mode", r.deleteGlobalMode)
+	mux.HandleFunc("GET /mode/{subject}", r.getSubjectMode)
+	mux.HandleFunc("PUT /mode/{subject}", r.putSubjectMode)
+	mux.HandleFunc("DELETE /mode/{subject}", r.deleteSubjectMode)
 	r.mux = mux
 	return r, nil
 }
@@ -124,13 +126,13 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(r.users) > 0 && !r.authorized(req) {
 		// Confluent (Jetty's basic authenticator behind rest-utils)
 		// answers 401 with this body for a missing header and a wrong
-		// password alike; srfake's 403 for the latter would make clients
-		// report a permission problem instead of bad credentials.
+		// password alike; a 403 for the latter would make clients report
+		// a permission problem instead of bad credentials.
 		w.Header().Set("WWW-Authenticate", `Basic realm="SchemaRegistry"`)
 		writeError(w, &apiError{http.StatusUnauthorized, http.StatusUnauthorized, "Unauthorized"})
 		return
 	}
-	r.mux.ServeHTTP(w, req)
+	r.mux.ServeHTTP(w, withContext(req))
 }
 
 func (r *Registry) authorized(req *http.Request) bool {
@@ -145,61 +147,56 @@ func (r *Registry) authorized(req *http.Request) bool {
 }
 
 // root answers Confluent's GET / body, exactly "{}": TiCDC-compatible
-// clients probe it at start and refuse anything else (srfake has no root
-// route and answers 404).
+// clients probe it at start and refuse anything else.
 func (r *Registry) root(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", contentType)
 	_, _ = io.WriteString(w, "{}")
 }
 
 // register checks a new schema against the subject's history at the
-// subject's level, then lets srfake store it (or return the id it already
-// has).
+// subject's level, then stores it (or answers the id it already has).
 func (r *Registry) register(w http.ResponseWriter, req *http.Request) {
 	subject := req.PathValue("subject")
-	body, s, err := readSchema(w, req)
+	s, err := readSchema(w, req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.admit(req.Context(), subject, s); err != nil {
+	if err := r.admit(subject, s); err != nil {
 		writeError(w, err)
 		return
 	}
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.ContentLength = int64(len(body))
-	r.inner.ServeHTTP(w, req)
+	id, _, err := r.store.register(subject, s)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"id": id})
 }
 
 // admit returns nil if s may be registered under subject, an *apiError
 // saying why not otherwise. r.mu is held.
-func (r *Registry) admit(ctx context.Context, subject string, s sr.Schema) error {
+func (r *Registry) admit(subject string, s sr.Schema) error {
 	if s.Type != sr.TypeAvro {
-		return nil // JSON and PROTOBUF: stored by srfake unchecked (see doc.go)
+		return nil // JSON and PROTOBUF: stored unchecked (see doc.go)
 	}
-	next, err := r.parse(ctx, s)
+	next, err := r.parse(s)
 	if err != nil {
 		return errInvalidSchema(s, err)
 	}
 	// Confluent returns the id of a schema the subject already has
 	// without checking it again: re-registering an old version must
 	// succeed even when a newer one would reject it.
-	if _, err := r.store.LookupSchema(ctx, subject, s); err == nil {
+	if sub, ok := r.store.subject(subject, false); ok && sub.find(canonicalKey(s), deletedFilter{}) != nil {
 		return nil
-	} else if code := responseCode(err); code != sr.ErrSubjectNotFound.Code && code != sr.ErrSchemaNotFound.Code {
-		return storeError("look up schema", err)
 	}
 	level := r.levelLocked(subject)
 	if level == sr.CompatNone {
 		return nil
 	}
-	prev, err := r.history(ctx, subject, isTransitive(level))
-	if err != nil {
-		return err
-	}
-	inc, err := r.check(ctx, level, next, prev)
+	inc, err := r.check(level, next, r.store.history(subject, isTransitive(level)))
 	if err != nil {
 		return err
 	}
@@ -214,7 +211,6 @@ func (r *Registry) admit(ctx context.Context, subject string, s sr.Schema) error
 // version) and POST /compatibility/subjects/{s}/versions (the versions the
 // level names: the latest, or all of them for a transitive level).
 func (r *Registry) compatibility(w http.ResponseWriter, req *http.Request) {
-	ctx := req.Context()
 	subject := req.PathValue("subject")
 	versionText := req.PathValue("version")
 	verbose := req.URL.Query().Get("verbose") == "true"
@@ -228,51 +224,44 @@ func (r *Registry) compatibility(w http.ResponseWriter, req *http.Request) {
 		}
 		version = v
 	}
-	body, s, err := readSchema(w, req)
+	s, err := readSchema(w, req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	if s.Type != sr.TypeAvro {
-		// srfake answers true; we have no checker for these types.
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-		r.inner.ServeHTTP(w, req)
+		// We have no checker for these types.
+		writeJSON(w, http.StatusOK, map[string]bool{"is_compatible": true})
 		return
 	}
-	next, err := r.parse(ctx, s)
+
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	// Parsed under the lock: its references are read from the store.
+	next, err := r.parse(s)
 	if err != nil {
 		writeError(w, errInvalidSchema(s, err))
 		return
 	}
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	level := r.levelLocked(subject)
 	var prev []sr.SubjectSchema
 	if version == 0 {
-		prev, err = r.history(ctx, subject, isTransitive(level))
+		prev = r.store.history(subject, isTransitive(level))
 	} else {
-		var ss sr.SubjectSchema
-		ss, err = r.store.SchemaByVersion(ctx, subject, version)
-		switch code := responseCode(err); {
-		case err == nil:
-			prev = []sr.SubjectSchema{ss}
-		case code == sr.ErrSubjectNotFound.Code:
-			err = errSubjectNotFound(subject)
-		case code == sr.ErrVersionNotFound.Code:
+		v, err := r.store.get(subject, version, false)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.code == sr.ErrVersionNotFound.Code {
 			err = &apiError{http.StatusNotFound, sr.ErrVersionNotFound.Code, fmt.Sprintf("Version %s not found.", versionText)}
-		default:
-			err = storeError("read version", err)
 		}
-	}
-	if err != nil {
-		writeError(w, err)
-		return
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		prev = []sr.SubjectSchema{v.ss}
 	}
 	var inc *incompatibility
 	if level != sr.CompatNone {
-		if inc, err = r.check(ctx, level, next, prev); err != nil {
+		if inc, err = r.check(level, next, prev); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -289,38 +278,29 @@ func (r *Registry) compatibility(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// deleteSubject lets srfake delete; a permanent delete also drops the
-// subject's level, as Confluent does, so a subject re-created later starts
-// from the global level again.
+// deleteSubject deletes the subject; a permanent delete also drops the
+// subject's level and mode, as Confluent does, so a subject re-created
+// later starts from the global ones again.
 func (r *Registry) deleteSubject(w http.ResponseWriter, req *http.Request) {
+	subject := req.PathValue("subject")
+	permanent := req.URL.Query().Get("permanent") == "true"
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	r.inner.ServeHTTP(sw, req)
-	if sw.status == http.StatusOK && req.URL.Query().Get("permanent") == "true" {
-		delete(r.subjects, req.PathValue("subject"))
-	}
-}
-
-// history returns the subject's live versions, oldest first, or only the
-// latest when all is false; none if the subject does not exist.
-func (r *Registry) history(ctx context.Context, subject string, all bool) ([]sr.SubjectSchema, error) {
-	prev, err := r.store.Schemas(ctx, subject)
-	if responseCode(err) == sr.ErrSubjectNotFound.Code {
-		return nil, nil
-	}
+	versions, err := r.store.deleteSubject(subject, permanent)
 	if err != nil {
-		return nil, storeError("read versions", err)
+		writeError(w, err)
+		return
 	}
-	if !all && len(prev) > 1 {
-		prev = prev[len(prev)-1:]
+	if permanent {
+		delete(r.subjects, subject)
+		delete(r.store.modes, subject)
 	}
-	return prev, nil
+	writeJSON(w, http.StatusOK, versions)
 }
 
 // parseVersion accepts what Confluent accepts in a version path segment:
 // "latest" (or -1) and 1..2^31-1. Latest is returned as -1, which is also
-// what sr.Client.SchemaByVersion takes for it.
+// what sr.Client.SchemaByVersion sends for it.
 func parseVersion(text string) (int, error) {
 	if text == "latest" {
 		return -1, nil
@@ -333,52 +313,20 @@ func parseVersion(text string) (int, error) {
 	return v, nil
 }
 
-// readSchema reads a registration or compatibility request body. Unknown
-// fields are allowed (Confluent clients send metadata, ruleSet, id,
-// version); srfake still sees the original body.
-func readSchema(w http.ResponseWriter, req *http.Request) ([]byte, sr.Schema, error) {
+// readSchema reads a registration or compatibility request body.
+// metadata and ruleSet are kept with the schema; id, version and other
+// fields Confluent clients send are ignored, not refused.
+func readSchema(w http.ResponseWriter, req *http.Request) (sr.Schema, error) {
 	var s sr.Schema
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxBody))
 	if err != nil {
-		return nil, s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, fmt.Sprintf("Invalid schema: reading request body: %v", err)}
+		return s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, fmt.Sprintf("Invalid schema: reading request body: %v", err)}
 	}
 	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, fmt.Sprintf("Invalid schema: request body is not a schema object: %v", err)}
+		return s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, fmt.Sprintf("Invalid schema: request body is not a schema object: %v", err)}
 	}
 	if s.Schema == "" {
-		return nil, s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, "Invalid schema: empty schema"}
+		return s, &apiError{http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, "Invalid schema: empty schema"}
 	}
-	return body, s, nil
-}
-
-// handlerTransport sends a request to a handler in process, so the store
-// client reaches srfake without a listener or a goroutine of its own.
-type handlerTransport struct{ h http.Handler }
-
-// RoundTrip implements http.RoundTripper.
-func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, req)
-	return rec.Result(), nil
-}
-
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-// responseCode is the Confluent error code of a store client error, 0 if
-// err is nil or not a registry answer.
-func responseCode(err error) int {
-	var re *sr.ResponseError
-	if errors.As(err, &re) {
-		return re.ErrorCode
-	}
-	return 0
+	return s, nil
 }
