@@ -197,6 +197,18 @@ func (e *env) revision() int64 {
 	return resp.Header.Revision
 }
 
+// writtenSince names the keys written after rev, with their values, for
+// a failure's message (a deleted key is not listed).
+func (e *env) writtenSince(rev int64) []string {
+	resp, err := e.cli.Get(e.ctx, "\x00", clientv3.WithFromKey(), clientv3.WithMinModRev(rev+1))
+	require.NoError(e.t, err)
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key)+"="+string(kv.Value))
+	}
+	return out
+}
+
 func perProducer(rs map[int64]*pb.PipelineAssignment) map[string]int {
 	out := map[string]int{}
 	for _, r := range rs {

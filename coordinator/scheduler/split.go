@@ -235,7 +235,10 @@ func (s *Scheduler) resplit(ctx context.Context, cf *store.Changefeed, k cfKey, 
 		return nil
 	}
 	s.mu.Lock()
-	if !tl.regionsAt.IsZero() && time.Since(tl.regionsAt) < s.cfg.RegionInterval {
+	// Until a round adopted the splits a previous owner left (want), the
+	// list holds split tables as whole ones: counting now would split
+	// them again over the running pieces, under the same piece ids.
+	if !tl.adopted || !tl.regionsAt.IsZero() && time.Since(tl.regionsAt) < s.cfg.RegionInterval {
 		s.mu.Unlock()
 		return nil
 	}

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -71,4 +72,41 @@ func TestRowRates(t *testing.T) {
 	require.NotContains(t, s.rates, ref(8))
 	round(2*rateWindow+time.Second, map[int64]uint64{p1: 110, p2: 1100}, 2)
 	require.InDelta(t, 600, s.tableRates(cfKey{"default", "cf"})[7], 1, "100 rows in 10 s on p1, p2 idle")
+}
+
+// A new owner's first table read starts a refresh beside the round, and
+// the refresh counts regions. Until the round adopted the splits the
+// previous owner left, the list shows a split table as whole: counting
+// then would split it again under the running pieces' ids, and stop a
+// whole-table pipeline that must not run at all. The count waits.
+func TestRegionsAreNotCountedBeforeTheSplitsAreAdopted(t *testing.T) {
+	counted := 0
+	s, err := New(Config{Store: &store.Store{}, Tables: func(context.Context, *store.Changefeed, uint64) ([]Table, error) { return nil, nil },
+		RegionInterval: time.Millisecond,
+		Regions: func(_ context.Context, _ *store.Changefeed, spans []*pb.Span) ([][]*pb.Span, error) {
+			counted++
+			out := make([][]*pb.Span, len(spans))
+			for i, sp := range spans {
+				out[i] = []*pb.Span{{StartKey: sp.GetStartKey(), EndKey: []byte("t1_rm")}, {StartKey: []byte("t1_rm"), EndKey: sp.GetEndKey()}}
+			}
+			return out, nil
+		}})
+	require.NoError(t, err)
+	s.width.Store(2)
+	cf := &store.Changefeed{Info: &pb.ChangefeedInfo{Id: "cf", Config: &pb.ReplicaConfig{Scheduler: &pb.SchedulerConfig{EnableTableAcrossNodes: true, RegionThreshold: 2}}}}
+	hot := Table{ID: 1, TableID: 1, Schema: "db", Name: "t1", Splittable: true, Physical: []int64{1},
+		Spans: []*pb.Span{{StartKey: []byte("t1_r"), EndKey: []byte("t1_s")}}}
+	tl := &tableList{tables: []Table{hot}, gone: map[int64]goneTable{}, starts: map[int64]uint64{}, seen: map[int64]uint64{},
+		respan: map[int64]uint64{}, kept: map[int64]keptSpans{}, splits: map[int64]*split{}, gens: map[int64]int{}}
+	k := cfKey{"default", "cf"}
+
+	require.NoError(t, s.resplit(context.Background(), cf, k, tl, 1000))
+	require.Zero(t, counted, "not counted before adoption")
+	require.Empty(t, tl.splits)
+	require.Empty(t, tl.gone, "the whole table is not stopped")
+
+	tl.adopted = true
+	require.NoError(t, s.resplit(context.Background(), cf, k, tl, 1000))
+	require.Equal(t, 1, counted)
+	require.Len(t, tl.splits[1].pieces, 2, "counted and split once adopted")
 }

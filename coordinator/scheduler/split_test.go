@@ -152,7 +152,7 @@ func TestHotTableSplitsAcrossMembersAndMergesBack(t *testing.T) {
 	for range 5 {
 		e.round(s3)
 	}
-	require.Equal(t, rev, e.revision(), "a new owner keeps the split it finds")
+	require.Equal(t, rev, e.revision(), "a new owner keeps the split it finds; written: %v", e.writtenSince(rev))
 
 	progress(2, at+100)
 	progress(pieces[0].GetPipelineId(), at+100)
