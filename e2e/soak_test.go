@@ -73,6 +73,9 @@ func envInt(t *testing.T, name string, def int64) int64 {
 //     is left at its default here;
 //   - --puller-memory-quota (default 256 MiB): change events the puller
 //     holds for its subscribers. Chosen: a quarter of the budget, 128 MiB;
+//   - --puller-prewrite-memory (default 64 MiB): uncommitted transactions'
+//     writes the puller holds until their commit; beyond it they wait on
+//     disk. Chosen: an eighth of the budget, 64 MiB;
 //   - --sorter-memory-quota (default 512 MiB): pebble's memtables, block
 //     cache and headroom; beyond it events spill to --data-dir. Chosen:
 //     half of the budget, 256 MiB;
@@ -85,15 +88,16 @@ func soakServerEnv(t *testing.T) (quota int64, unset func()) {
 	t.Helper()
 	quota = envInt(t, "TIDESTREAM_SOAK_QUOTA", 512<<20)
 	vars := map[string]string{
-		"TIDESTREAM_PULLER_MEMORY_QUOTA": strconv.FormatInt(quota/4, 10),
-		"TIDESTREAM_SORTER_MEMORY_QUOTA": strconv.FormatInt(quota/2, 10),
-		"GOMEMLIMIT":                     strconv.FormatInt(quota, 10),
+		"TIDESTREAM_PULLER_MEMORY_QUOTA":    strconv.FormatInt(quota/4, 10),
+		"TIDESTREAM_PULLER_PREWRITE_MEMORY": strconv.FormatInt(quota/8, 10),
+		"TIDESTREAM_SORTER_MEMORY_QUOTA":    strconv.FormatInt(quota/2, 10),
+		"GOMEMLIMIT":                        strconv.FormatInt(quota, 10),
 	}
 	for k, v := range vars {
 		t.Setenv(k, v)
 	}
-	t.Logf("cdc server memory budget %s: --puller-memory-quota %s, --sorter-memory-quota %s, GOMEMLIMIT %s (the changefeed's memory-quota is not enforced by any stage)",
-		mib(quota), mib(quota/4), mib(quota/2), mib(quota))
+	t.Logf("cdc server memory budget %s: --puller-memory-quota %s, --puller-prewrite-memory %s, --sorter-memory-quota %s, GOMEMLIMIT %s (the changefeed's memory-quota is not enforced by any stage)",
+		mib(quota), mib(quota/4), mib(quota/8), mib(quota/2), mib(quota))
 	return quota, func() {
 		for k := range vars {
 			require.NoError(t, os.Unsetenv(k))

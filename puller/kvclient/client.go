@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidestream/tidestream/puller/internal/tikvconn"
 	"github.com/tidestream/tidestream/puller/matcher"
+	"github.com/tidestream/tidestream/puller/spill"
 	"github.com/tikv/client-go/v2/tikv"
 	pd "github.com/tikv/pd/client"
 	"go.opentelemetry.io/otel/attribute"
@@ -81,6 +82,10 @@ type Config struct {
 	// client-go's lock resolver, at most once per region per
 	// lockResolveRegionInterval. Default DefaultResolveLockAfter.
 	ResolveLockAfter time.Duration
+	// Spill, when set, keeps the PREWRITEs of open transactions over its
+	// memory budget on disk (a transaction larger than memory is held
+	// whole until its commit). Nil holds them all in memory.
+	Spill *spill.Store
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
 	// Meter creates the client's instruments; nil records nothing.

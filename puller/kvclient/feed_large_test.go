@@ -8,16 +8,24 @@ import (
 	"time"
 
 	"github.com/tidestream/tidestream/puller/matcher"
+	"github.com/tidestream/tidestream/puller/spill"
 )
 
 // TestFeedLargeConcurrentAndPKChange covers the rest of issue 4's DML list: a
 // 100k-row transaction, primary-key changes (a delete of the old key and an
 // insert of the new one, in one transaction), and concurrent transactions of
 // both kinds TiDB commits by default (1PC within a region, async commit
-// across regions), each change exactly once with its commit ts.
+// across regions), each change exactly once with its commit ts. The
+// PREWRITEs over 1 MiB wait on disk, as in a process whose budget the
+// large transaction exceeds; every byte and row of it is given back.
 func TestFeedLargeConcurrentAndPKChange(t *testing.T) {
 	pg := startPlayground(t)
-	c := newTestClient(t, pg, nil)
+	sp, err := spill.Open(spill.Config{Dir: t.TempDir(), Budget: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	c := newTestClient(t, pg, func(c *Config) { c.Spill = sp })
 	db := pg.DB()
 	tb := createTable(t, db, "large")
 	m := newModel(t, db, tb)
@@ -102,6 +110,9 @@ func TestFeedLargeConcurrentAndPKChange(t *testing.T) {
 	end := tso(t, c)
 	f.rec.waitResolved(t, end, 2*time.Minute)
 	f.stop(t)
+	if got := sp.Stats(); got.Spilled < 50000 || got.Held != 0 || got.OnDisk != 0 {
+		t.Errorf("spill after the subscription: %+v; want most of the large transaction spilled, then nothing held", got)
+	}
 	st := verify(t, f, m, startTs)
 	t.Logf("events %d, distinct %d, duplicates %d, commit modes %v", st.events, st.distinct, st.duplicates, modes)
 	checkInvariants(t, pg)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/tikv/client-go/v2/oracle"
 	"github.com/tikv/client-go/v2/tikv"
+
+	"github.com/tidestream/tidestream/puller/spill"
 )
 
 func httpGet(url string) ([]byte, error) {
@@ -420,4 +422,63 @@ func TestResolveStuckLock(t *testing.T) {
 	f.rec.waitResolved(t, tso(t, c), 30*time.Second)
 	f.stop(t)
 	verify(t, f, m, startTs) // the rolled-back row never appears
+}
+
+// A lock whose transaction never commits stays on disk only as long as
+// the registration that holds it: ending the subscription drops the
+// region's matcher and gives its rows and memory back.
+func TestSpilledPrewritesGoWithTheirSubscription(t *testing.T) {
+	pg := startPlayground(t)
+	sp, err := spill.Open(spill.Config{Dir: t.TempDir()}) // every prewrite to disk
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	c := newTestClient(t, pg, func(cfg *Config) { cfg.Spill = sp; cfg.ResolveLockAfter = time.Hour })
+	db := pg.DB()
+	tb := createTable(t, db, "spilled")
+	m := newModel(t, db, tb)
+	startTs := tso(t, c)
+	f := subscribe(t, c, tb.span, startTs)
+	f.rec.waitResolved(t, startTs+1, 30*time.Second)
+	m.insert(1, 10)
+	f.rec.waitResolved(t, tso(t, c), 30*time.Second)
+	if st := sp.Stats(); st.OnDisk != 0 {
+		t.Fatalf("after committed inserts: %+v; want none left on disk", st)
+	}
+
+	txn, err := tikv.StoreProbe{KVStore: c.kv}.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := c.kv.GetSnapshot(tso(t, c)).Get(context.Background(), tb.recordKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Set(tb.recordKey(500), val.Value); err != nil {
+		t.Fatal(err)
+	}
+	committer, err := txn.NewCommitter(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := committer.InitKeysAndMutations(); err != nil {
+		t.Fatal(err)
+	}
+	committer.SetLockTTL(60000)
+	if err := committer.PrewriteAllMutations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for sp.Stats().OnDisk != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the open lock never reached the disk: %+v", sp.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.stop(t)
+	if st := sp.Stats(); st.OnDisk != 0 || st.Held != 0 {
+		t.Fatalf("after the subscription ended: %+v; want nothing on disk or held", st)
+	}
+	verify(t, f, m, startTs)
 }

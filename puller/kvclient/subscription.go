@@ -311,7 +311,11 @@ func (s *subscription) register(l *located) {
 		store: s.c.store(l.rpcCtx.Addr),
 		start: l.start, end: l.end, attempt: l.task.attempt,
 		checkpoint: cp,
-		m:          matcher.New(cp),
+	}
+	if s.c.cfg.Spill != nil {
+		rs.m = matcher.New(cp, matcher.WithSpill(s.c.cfg.Spill.Space()))
+	} else {
+		rs.m = matcher.New(cp)
 	}
 	rs.req = &cdcpb.ChangeDataRequest{
 		Header:       s.c.header(),
@@ -340,6 +344,10 @@ func (s *subscription) dropRegion(rs *regionState) {
 	delete(s.regions, rs.id)
 	rs.cancelled.Store(true)
 	rs.releaseSlot()
+	if err := rs.m.Close(); err != nil {
+		// The rows stay on disk until the process restarts and wipes them.
+		s.log.Warn("dropping a region's spilled prewrites failed", "region", rs.id, "err", err)
+	}
 	s.c.met.regions.Add(context.Background(), -1, storeAttr(rs.store.addr))
 }
 
@@ -439,6 +447,11 @@ func (s *subscription) rows(rs *regionState, rows []*cdcpb.Event_Row) error {
 		wasInit := rs.m.Initialized()
 		out, err := rs.m.AppendRow(s.out, row)
 		if err != nil {
+			if errors.Is(err, matcher.ErrSpill) {
+				// The disk under the matcher failed: its state is gone, and
+				// the pipeline starts again from its checkpoint.
+				return fmt.Errorf("region %d: %w", rs.id, err)
+			}
 			if errors.Is(err, matcher.ErrCommitBelowResolved) {
 				// The frontier may already have been published past this
 				// commit: re-registering cannot repair that.

@@ -12,8 +12,9 @@
 // checkpoint) and which break the protocol (at or below a resolved ts already
 // reported).
 //
-// The package does not talk to TiKV, filter keys by range, track the span's
-// frontier (package frontier) or bound memory: the caller reads PendingBytes
-// and fails or re-registers the region when a transaction is too large
-// (https://github.com/pingcap/tiflow/issues/9654).
+// The package does not talk to TiKV, filter keys by range or track the span's
+// frontier (package frontier). A transaction can be larger than memory
+// (https://github.com/pingcap/tiflow/issues/9654): with WithSpill the cached
+// PREWRITEs stay in memory only as far as a budget shared by the process
+// grants, and the rest wait on disk (package spill) for their COMMIT.
 package matcher

@@ -74,7 +74,42 @@ var (
 	// ErrUnknownRowType: a row whose log type is outside the enum (UNKNOWN
 	// is ignored, see AppendRow). Retryable at region level.
 	ErrUnknownRowType = fmt.Errorf("%w: unknown row type", ErrProtocol)
+
+	// ErrSpill: the Spill failed to keep, read or drop a PREWRITE (not a
+	// protocol error: the row was fine). The Matcher's state is not
+	// trustworthy after it; the subscription must end and start again.
+	ErrSpill = errors.New("matcher: spill failed")
 )
+
+// Spill is where a Matcher keeps the PREWRITEs it may not hold in memory
+// (spill.Space): it grants memory to them from a budget it shares with
+// other Matchers and keeps the rest on disk.
+type Spill interface {
+	// Hold asks to keep n more bytes in memory; false means the row goes
+	// to Put.
+	Hold(n int64) bool
+	// Unhold gives back n bytes Hold granted.
+	Unhold(n int64)
+	// OnDisk is how many rows Put holds.
+	OnDisk() int64
+	// Put keeps row under its start ts and key; replaces says one is
+	// there already.
+	Put(row *cdcpb.Event_Row, replaces bool) error
+	// Get reads the row Put kept for key at startTs, nil if none.
+	Get(startTs uint64, key []byte) (*cdcpb.Event_Row, error)
+	// Delete drops the row Put kept for key at startTs.
+	Delete(startTs uint64, key []byte) error
+	// Close gives back the memory held and drops every row kept.
+	Close() error
+}
+
+// Option configures a Matcher.
+type Option func(*Matcher)
+
+// WithSpill has the Matcher hold its PREWRITEs in memory only as far as
+// sp grants, and keep the others in sp until their COMMIT or ROLLBACK.
+// Close gives sp back.
+func WithSpill(sp Spill) Option { return func(m *Matcher) { m.sp = sp } }
 
 type matchKey struct {
 	startTs uint64
@@ -137,13 +172,33 @@ type Matcher struct {
 
 	pending int64
 	out     []Event
+
+	// sp, when set, keeps the PREWRITEs over its memory budget; the
+	// in-memory ones are held from it.
+	sp Spill
 }
 
 // New returns the Matcher of a subscription registered with checkpoint ts:
 // TiKV sends every commit above it, and any commit at or below it has
 // already been delivered by an earlier subscription of the range.
-func New(checkpoint uint64) *Matcher {
-	return &Matcher{checkpoint: checkpoint, resolved: checkpoint}
+func New(checkpoint uint64, opts ...Option) *Matcher {
+	m := &Matcher{checkpoint: checkpoint, resolved: checkpoint}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// Close gives back what the Matcher holds in its Spill. It is not used
+// afterwards.
+func (m *Matcher) Close() error {
+	if m.sp == nil {
+		return nil
+	}
+	if err := m.sp.Close(); err != nil {
+		return fmt.Errorf("%w: %w", ErrSpill, err)
+	}
+	return nil
 }
 
 // Checkpoint returns the checkpoint ts the subscription was registered with.
@@ -173,11 +228,18 @@ func (m *Matcher) Resolved(ts uint64) bool {
 
 // PendingBytes returns the estimated memory held for rows not yet emitted:
 // cached PREWRITEs, COMMITs parked before INITIALIZED, and the settled keys
-// of the scan phase.
+// of the scan phase (not the PREWRITEs in the Spill).
 func (m *Matcher) PendingBytes() int64 { return m.pending }
 
-// Len returns the number of rows held: cached PREWRITEs plus parked COMMITs.
-func (m *Matcher) Len() int { return len(m.prewrites) + m.nParked }
+// Len returns the number of rows held: cached PREWRITEs (in memory and in
+// the Spill) plus parked COMMITs.
+func (m *Matcher) Len() int {
+	n := len(m.prewrites) + m.nParked
+	if m.sp != nil {
+		n += int(m.sp.OnDisk())
+	}
+	return n
+}
 
 // Row handles one row of the subscription and returns the committed events
 // it completes (0..n; INITIALIZED may complete many). The returned slice is
@@ -199,16 +261,15 @@ func (m *Matcher) Row(r *cdcpb.Event_Row) ([]Event, error) {
 func (m *Matcher) AppendRow(dst []Event, r *cdcpb.Event_Row) ([]Event, error) {
 	switch r.Type {
 	case cdcpb.Event_PREWRITE:
-		return m.prewrite(dst, r), nil
+		return m.prewrite(dst, r)
 	case cdcpb.Event_COMMIT:
 		return m.commit(dst, r)
 	case cdcpb.Event_COMMITTED:
 		return m.committed(dst, r)
 	case cdcpb.Event_ROLLBACK:
-		m.rollback(r)
-		return dst, nil
+		return dst, m.rollback(r)
 	case cdcpb.Event_INITIALIZED:
-		return m.initialize(dst), nil
+		return m.initialize(dst)
 	case cdcpb.Event_UNKNOWN:
 		// TiKV sends an empty row of this type for every committed Lock
 		// record (a key locked by SELECT … FOR UPDATE and not written) to
@@ -244,52 +305,119 @@ func matchableBeforeInit(p *cdcpb.Event_Row) bool {
 // compiler converts string(r.Key) without allocating only when the
 // conversion appears directly in the map index expression.
 
-func (m *Matcher) prewrite(dst []Event, r *cdcpb.Event_Row) []Event {
+func (m *Matcher) prewrite(dst []Event, r *cdcpb.Event_Row) ([]Event, error) {
 	if !m.initialized {
 		if _, ok := m.settled[matchKey{r.StartTs, string(r.Key)}]; ok {
-			return dst
+			return dst, nil
 		}
 	}
-	if old, ok := m.prewrites[matchKey{r.StartTs, string(r.Key)}]; ok {
+	old, oldOnDisk, err := m.find(r.StartTs, r.Key)
+	if err != nil {
+		return dst, err
+	}
+	if old != nil {
 		// A PUT without a value is a lock rewritten by a heartbeat or a
 		// min_commit_ts push whose value lives in the default CF (§2.5):
 		// it must not replace the real one. Among real ones the last wins
 		// (pipelined DML flushes), unless generations say it is older.
 		if (r.OpType == cdcpb.Event_Row_PUT && len(r.Value) == 0) || r.Generation < old.Generation {
-			return dst
+			return dst, nil
 		}
-		m.pending -= heldCost(old)
-	} else if m.prewrites == nil {
-		m.prewrites = make(map[matchKey]*cdcpb.Event_Row)
+		if !oldOnDisk {
+			m.takePrewrite(old)
+		}
 	}
-	m.prewrites[matchKey{r.StartTs, string(r.Key)}] = r
-	m.pending += heldCost(r)
-	m.peak = max(m.peak, len(m.prewrites))
 
 	if !m.initialized && m.nParked > 0 && matchableBeforeInit(r) {
 		k := matchKey{r.StartTs, string(r.Key)}
 		if i, ok := m.parkedAt[k]; ok {
+			if oldOnDisk {
+				if err := m.sp.Delete(old.StartTs, old.Key); err != nil {
+					return dst, spillError(err, r)
+				}
+			}
 			c := m.parked[i]
 			m.parked[i] = nil
 			delete(m.parkedAt, k)
 			m.nParked--
 			m.pending -= heldCost(c)
-			m.takePrewrite(r)
 			m.settle(k)
 			// Op and resolved ts were checked when the COMMIT was parked.
-			dst = m.emit(dst, c, r)
+			return m.emit(dst, c, r), nil
 		}
 	}
-	return dst
+	return dst, m.keep(r, oldOnDisk)
 }
 
-// takePrewrite removes a cached PREWRITE.
+// find returns the cached PREWRITE of key at startTs, if any, and whether
+// it is in the Spill rather than in memory.
+func (m *Matcher) find(startTs uint64, key []byte) (p *cdcpb.Event_Row, onDisk bool, err error) {
+	if p, ok := m.prewrites[matchKey{startTs, string(key)}]; ok {
+		return p, false, nil
+	}
+	if m.sp == nil || m.sp.OnDisk() == 0 {
+		return nil, false, nil
+	}
+	p, err = m.sp.Get(startTs, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w (key %x start_ts %d): %w", ErrSpill, key, startTs, err)
+	}
+	return p, p != nil, nil
+}
+
+// keep caches PREWRITE r: in memory as far as the Spill grants, else in
+// it. replacesOnDisk says the Spill holds an older PREWRITE of the same
+// lock, which r replaces.
+func (m *Matcher) keep(r *cdcpb.Event_Row, replacesOnDisk bool) error {
+	cost := heldCost(r)
+	if m.sp != nil && !m.sp.Hold(cost) {
+		if err := m.sp.Put(r, replacesOnDisk); err != nil {
+			return spillError(err, r)
+		}
+		return nil
+	}
+	if replacesOnDisk {
+		if err := m.sp.Delete(r.StartTs, r.Key); err != nil {
+			m.sp.Unhold(cost)
+			return spillError(err, r)
+		}
+	}
+	if m.prewrites == nil {
+		m.prewrites = make(map[matchKey]*cdcpb.Event_Row)
+	}
+	m.prewrites[matchKey{r.StartTs, string(r.Key)}] = r
+	m.pending += cost
+	m.peak = max(m.peak, len(m.prewrites))
+	return nil
+}
+
+// take removes a cached PREWRITE that find returned.
+func (m *Matcher) take(p *cdcpb.Event_Row, onDisk bool) error {
+	if !onDisk {
+		m.takePrewrite(p)
+		return nil
+	}
+	if err := m.sp.Delete(p.StartTs, p.Key); err != nil {
+		return spillError(err, p)
+	}
+	return nil
+}
+
+// takePrewrite removes a PREWRITE cached in memory.
 func (m *Matcher) takePrewrite(p *cdcpb.Event_Row) {
 	delete(m.prewrites, matchKey{p.StartTs, string(p.Key)})
-	m.pending -= heldCost(p)
+	cost := heldCost(p)
+	m.pending -= cost
+	if m.sp != nil {
+		m.sp.Unhold(cost)
+	}
 	if len(m.prewrites) == 0 && m.peak > shrinkAfter {
 		m.prewrites, m.peak = nil, 0
 	}
+}
+
+func spillError(err error, r *cdcpb.Event_Row) error {
+	return fmt.Errorf("%w (key %x start_ts %d): %w", ErrSpill, r.Key, r.StartTs, err)
 }
 
 func (m *Matcher) settle(k matchKey) {
@@ -312,8 +440,14 @@ func (m *Matcher) commit(dst []Event, r *cdcpb.Event_Row) ([]Event, error) {
 	if r.CommitTs > m.checkpoint && r.CommitTs <= m.resolved {
 		return dst, rowError(ErrCommitBelowResolved, r)
 	}
-	if p, ok := m.prewrites[matchKey{r.StartTs, string(r.Key)}]; ok && (m.initialized || matchableBeforeInit(p)) {
-		m.takePrewrite(p)
+	p, onDisk, err := m.find(r.StartTs, r.Key)
+	if err != nil {
+		return dst, err
+	}
+	if p != nil && (m.initialized || matchableBeforeInit(p)) {
+		if err := m.take(p, onDisk); err != nil {
+			return dst, err
+		}
 		if !m.initialized {
 			m.settle(matchKey{r.StartTs, string(r.Key)})
 		}
@@ -387,38 +521,57 @@ func (m *Matcher) committed(dst []Event, r *cdcpb.Event_Row) ([]Event, error) {
 	return append(dst, ev), nil
 }
 
-func (m *Matcher) rollback(r *cdcpb.Event_Row) {
-	if p, ok := m.prewrites[matchKey{r.StartTs, string(r.Key)}]; ok {
-		m.takePrewrite(p)
+func (m *Matcher) rollback(r *cdcpb.Event_Row) error {
+	p, onDisk, err := m.find(r.StartTs, r.Key)
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		if err := m.take(p, onDisk); err != nil {
+			return err
+		}
 	}
 	// TiKV sends ROLLBACK even for keys it never locked; before
 	// INITIALIZED the scan may still deliver the lock, so remember it.
 	if !m.initialized {
 		m.settle(matchKey{r.StartTs, string(r.Key)})
 	}
+	return nil
 }
 
 // initialize completes the parked COMMITs. One whose PREWRITE never came was
 // committed before the scan's snapshot, so the scan delivered it as a
 // COMMITTED row (or it is at or below the checkpoint): it is dropped.
-func (m *Matcher) initialize(dst []Event) []Event {
+func (m *Matcher) initialize(dst []Event) ([]Event, error) {
 	if m.initialized {
-		return dst
+		return dst, nil
 	}
-	m.initialized = true
-	for _, c := range m.parked {
+	for i, c := range m.parked {
 		if c == nil {
 			continue
 		}
+		p, onDisk, err := m.find(c.StartTs, c.Key)
+		if err == nil && p != nil {
+			err = m.take(p, onDisk)
+		}
+		if err != nil {
+			// The state must stay as it was for what comes next: the
+			// rows done so far are returned, this one stays parked. The
+			// caller ends the subscription anyway.
+			return dst, err
+		}
+		m.parked[i] = nil
+		delete(m.parkedAt, matchKey{c.StartTs, string(c.Key)})
+		m.nParked--
 		m.pending -= heldCost(c)
-		if p, ok := m.prewrites[matchKey{c.StartTs, string(c.Key)}]; ok {
-			m.takePrewrite(p)
+		if p != nil {
 			dst = m.emit(dst, c, p)
 		}
 	}
+	m.initialized = true
 	for k := range m.settled {
 		m.pending -= settledCost(k)
 	}
 	m.parked, m.parkedAt, m.nParked, m.settled = nil, nil, 0, nil
-	return dst
+	return dst, nil
 }

@@ -424,3 +424,36 @@ func TestOpString(t *testing.T) {
 	require.Equal(t, "delete", OpDelete.String())
 	require.Equal(t, "op(9)", Op(9).String())
 }
+
+// brokenSpill grants no memory and fails every disk call.
+type brokenSpill struct{ onDisk int64 }
+
+func (b *brokenSpill) Hold(int64) bool             { return false }
+func (b *brokenSpill) Unhold(int64)                {}
+func (b *brokenSpill) OnDisk() int64               { return b.onDisk }
+func (b *brokenSpill) Close() error                { return errors.New("disk gone") }
+func (b *brokenSpill) Delete(uint64, []byte) error { return errors.New("disk gone") }
+func (b *brokenSpill) Put(*cdcpb.Event_Row, bool) error {
+	return errors.New("disk gone")
+}
+func (b *brokenSpill) Get(uint64, []byte) (*cdcpb.Event_Row, error) {
+	return nil, errors.New("disk gone")
+}
+
+// A failing disk is ErrSpill, never a protocol error: the caller must
+// end the subscription rather than re-register the region, which would
+// blame TiKV.
+func TestSpillFailureIsNotAProtocolError(t *testing.T) {
+	sp := &brokenSpill{}
+	m := New(5, WithSpill(sp))
+	_, err := m.Row(pw("k", 10, put, "v", ""))
+	require.ErrorIs(t, err, ErrSpill)
+	require.NotErrorIs(t, err, ErrProtocol)
+	require.ErrorContains(t, err, "disk gone")
+
+	sp.onDisk = 1 // as if a row were there: reading it fails
+	_, err = m.Row(cm("k", 10, 11, put, ""))
+	require.ErrorIs(t, err, ErrSpill)
+	require.NotErrorIs(t, err, ErrProtocol)
+	require.ErrorIs(t, m.Close(), ErrSpill)
+}

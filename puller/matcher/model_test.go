@@ -10,6 +10,8 @@ import (
 
 	"github.com/pingcap/kvproto/pkg/cdcpb"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tidestream/tidestream/puller/spill"
 )
 
 // The model below plays TiKV for one region subscription
@@ -305,8 +307,12 @@ func sortEvents(evs []Event) {
 	})
 }
 
-func runScenario(t testing.TB, sc scenario) {
-	m := New(sc.checkpoint)
+func runScenario(t testing.TB, sc scenario, sp *spill.Store) {
+	var opts []Option
+	if sp != nil {
+		opts = append(opts, WithSpill(sp.Space()))
+	}
+	m := New(sc.checkpoint, opts...)
 	var got []Event
 	for i, it := range sc.items {
 		if it.row == nil {
@@ -330,33 +336,70 @@ func runScenario(t testing.TB, sc scenario) {
 	if sc.openLocks == 0 {
 		require.Zero(t, m.PendingBytes())
 	}
+	require.NoError(t, m.Close())
+	if sp != nil {
+		st := sp.Stats()
+		require.Zero(t, st.Held, "memory held after Close")
+		require.Zero(t, st.OnDisk, "rows on disk after Close")
+	}
 }
 
+// The model's scenarios, with the PREWRITEs in memory, all on disk
+// (budget 0), and some in each (a budget of about two rows).
 func TestMatcherAgainstModel(t *testing.T) {
-	for seed := uint64(0); seed < 5000; seed++ {
-		sc := genScenario(rand.New(rand.NewPCG(seed, 0x5eed)))
-		t.Run("", func(t *testing.T) {
-			defer func() {
+	for _, c := range []struct {
+		name   string
+		budget int64 // < 0: no spill
+	}{{"memory", -1}, {"disk", 0}, {"both", 2 * heldCost(&cdcpb.Event_Row{Key: make([]byte, 8), Value: make([]byte, 8)})}} {
+		t.Run(c.name, func(t *testing.T) {
+			var sp *spill.Store
+			if c.budget >= 0 {
+				var err error
+				sp, err = spill.Open(spill.Config{Dir: t.TempDir(), Budget: c.budget})
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, sp.Close()) })
+			}
+			n := uint64(5000)
+			if sp != nil {
+				n = 2000
+			}
+			for seed := range n {
+				sc := genScenario(rand.New(rand.NewPCG(seed, 0x5eed)))
+				t.Run("", func(t *testing.T) {
+					defer func() {
+						if t.Failed() {
+							t.Logf("seed %d, %d items", seed, len(sc.items))
+							for i, it := range sc.items {
+								t.Logf("%3d %v resolved=%d", i, it.row, it.resolved)
+							}
+						}
+					}()
+					runScenario(t, sc, sp)
+				})
 				if t.Failed() {
-					t.Logf("seed %d, %d items", seed, len(sc.items))
-					for i, it := range sc.items {
-						t.Logf("%3d %v resolved=%d", i, it.row, it.resolved)
-					}
+					return
 				}
-			}()
-			runScenario(t, sc)
+			}
+			if sp != nil && c.budget == 0 {
+				require.Positive(t, sp.Stats().Spilled, "rows went to disk")
+			}
 		})
-		if t.Failed() {
-			return
-		}
 	}
 }
 
 func FuzzMatcher(f *testing.F) {
 	f.Add(uint64(1), uint64(2))
 	f.Add(uint64(42), uint64(0))
+	// Every other input runs with its PREWRITEs on disk.
+	sp, err := spill.Open(spill.Config{Dir: f.TempDir()})
+	require.NoError(f, err)
+	f.Cleanup(func() { require.NoError(f, sp.Close()) })
 	f.Fuzz(func(t *testing.T, a, b uint64) {
-		runScenario(t, genScenario(rand.New(rand.NewPCG(a, b))))
+		var use *spill.Store
+		if a&1 == 1 {
+			use = sp
+		}
+		runScenario(t, genScenario(rand.New(rand.NewPCG(a, b))), use)
 	})
 }
 

@@ -120,7 +120,7 @@ func DefaultConfig() Config {
 		SessionTTL:   10 * time.Second,
 		LocalStreams: true,
 		Coordinator:  CoordinatorConfig{GCTTL: cc.GCTTL},
-		Puller:       PullerConfig{MemoryQuota: service.DefaultMemoryQuota},
+		Puller:       PullerConfig{MemoryQuota: service.DefaultMemoryQuota, PrewriteMemory: DefaultPrewriteMemory},
 		Sorter:       SorterConfig{MemoryQuota: engine.DefaultMemoryQuota},
 		Producer:     ProducerConfig{ProgressInterval: runner.DefaultInterval},
 	}

@@ -187,6 +187,7 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	puller := flags(RolePuller)
 	require.True(t, has(puller, "pd"))
 	require.True(t, has(puller, "puller-memory-quota"))
+	require.True(t, has(puller, "puller-prewrite-memory"))
 	require.False(t, has(puller, "sorter-memory-quota"))
 	require.False(t, has(puller, "gc-ttl"))
 	sorter := flags(RoleSorter)
@@ -210,6 +211,10 @@ func TestFlagsAndValidationArePerRole(t *testing.T) {
 	cfg.Sorter.MemoryQuota = 1          // not this process's role: not checked
 	cfg.Coordinator.GCTTL = time.Second // nor this
 	require.NoError(t, cfg.Validate())
+	cfg.Puller.PrewriteMemory = -1
+	require.ErrorContains(t, cfg.Validate(), "--puller-prewrite-memory")
+	cfg.Puller.PrewriteMemory = 0
+	require.NoError(t, cfg.Validate(), "0: every uncommitted write on disk")
 	cfg.Puller.MemoryQuota = 0
 	require.ErrorContains(t, cfg.Validate(), "--puller-memory-quota")
 	cfg.Roles = []string{RoleSorter}

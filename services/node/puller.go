@@ -13,6 +13,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/upstream"
 	"github.com/tidestream/tidestream/puller/kvclient"
 	"github.com/tidestream/tidestream/puller/service"
+	"github.com/tidestream/tidestream/puller/spill"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -24,6 +25,7 @@ type lazyPuller struct {
 	addrs []string
 	log   *slog.Logger
 	meter metric.Meter
+	spill *spill.Store
 
 	mu     sync.Mutex
 	client *kvclient.Client
@@ -93,7 +95,7 @@ func (p *lazyPuller) get(ctx context.Context) (*kvclient.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("puller: connect to upstream PD %v: %w", p.addrs, err)
 	}
-	c, err := kvclient.New(ctx, kvclient.Config{PDAddrs: p.addrs, Logger: p.log, Meter: p.meter})
+	c, err := kvclient.New(ctx, kvclient.Config{PDAddrs: p.addrs, Spill: p.spill, Logger: p.log, Meter: p.meter})
 	if err != nil {
 		up.Close()
 		return nil, fmt.Errorf("puller: connect to upstream PD %v: %w", p.addrs, err)
@@ -132,14 +134,15 @@ type upstreams struct {
 	def   []string
 	log   *slog.Logger
 	meter metric.Meter
+	spill *spill.Store // shared by every upstream's client
 
 	mu     sync.Mutex
 	byPD   map[string]*lazyPuller
 	closed bool
 }
 
-func newUpstreams(def []string, log *slog.Logger, meter metric.Meter) *upstreams {
-	return &upstreams{def: def, log: log, meter: meter, byPD: make(map[string]*lazyPuller)}
+func newUpstreams(def []string, sp *spill.Store, log *slog.Logger, meter metric.Meter) *upstreams {
+	return &upstreams{def: def, spill: sp, log: log, meter: meter, byPD: make(map[string]*lazyPuller)}
 }
 
 // get implements service.Upstreams. Addresses are compared as a set, so a
@@ -160,7 +163,7 @@ func (u *upstreams) get(pdAddrs []string) (service.Upstream, error) {
 	}
 	p := u.byPD[key]
 	if p == nil {
-		p = &lazyPuller{addrs: addrs, log: u.log.With("upstream", key), meter: u.meter, sp: newSafePointCache()}
+		p = &lazyPuller{addrs: addrs, log: u.log.With("upstream", key), meter: u.meter, spill: u.spill, sp: newSafePointCache()}
 		u.byPD[key] = p
 	}
 	return p, nil

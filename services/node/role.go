@@ -15,6 +15,7 @@ import (
 	"github.com/tidestream/tidestream/coordinator/member"
 	tidestreamv1 "github.com/tidestream/tidestream/proto/tidestream/v1"
 	"github.com/tidestream/tidestream/puller/service"
+	"github.com/tidestream/tidestream/puller/spill"
 	"github.com/tidestream/tidestream/services/runtime/logging"
 	"github.com/tidestream/tidestream/sorter/engine"
 	sorter "github.com/tidestream/tidestream/sorter/service"
@@ -130,17 +131,25 @@ type PullerConfig struct {
 	// MemoryQuota bounds the event bytes the role holds between TiKV and
 	// its subscribers.
 	MemoryQuota int64
+	// PrewriteMemory bounds the bytes of open transactions' PREWRITEs the
+	// role holds in memory until their COMMIT; beyond it they wait on
+	// disk under the data dir.
+	PrewriteMemory int64
 }
 
 // AddFlags registers the puller role's flags.
 func (c *PullerConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.MemoryQuota, "puller-memory-quota", c.MemoryQuota, "bytes of change events the puller role may hold in memory for its subscribers")
+	fs.Int64Var(&c.PrewriteMemory, "puller-prewrite-memory", c.PrewriteMemory, "bytes of uncommitted transactions' writes the puller role may hold in memory until they commit; beyond it they wait on disk in --data-dir")
 }
 
 // Validate checks the puller role's flags.
 func (c PullerConfig) Validate() error {
 	if c.MemoryQuota <= 0 {
 		return fmt.Errorf("--puller-memory-quota %d: must be positive", c.MemoryQuota)
+	}
+	if c.PrewriteMemory < 0 {
+		return fmt.Errorf("--puller-prewrite-memory %d: must not be negative (0 keeps every uncommitted write on disk)", c.PrewriteMemory)
 	}
 	return nil
 }
@@ -226,16 +235,27 @@ func (r coordinatorRole) Close() error {
 // pullerRole serves PullerService from the upstream clusters its requests'
 // routes name.
 type pullerRole struct {
-	ups *upstreams
-	svc *service.Service
+	ups   *upstreams
+	svc   *service.Service
+	spill *spill.Store
 }
+
+// DefaultPrewriteMemory is --puller-prewrite-memory's default: far more
+// than the transactions in flight of an OLTP load hold, so only a large
+// transaction meets the disk.
+const DefaultPrewriteMemory = 64 << 20
 
 func newPullerRole(n *Node) (Role, error) {
 	log := logging.Component(n.log, "puller")
 	meter := n.tel.MeterProvider.Meter("tidestream/puller")
-	r := &pullerRole{ups: newUpstreams(n.cfg.PD, log, meter)}
+	sp, err := spill.Open(spill.Config{Dir: filepath.Join(n.cfg.DataDir, "puller-spill"), Budget: n.cfg.Puller.PrewriteMemory, Logger: log, Meter: meter})
+	if err != nil {
+		return nil, fmt.Errorf("puller: %w", err)
+	}
+	r := &pullerRole{ups: newUpstreams(n.cfg.PD, sp, log, meter), spill: sp}
 	svc, err := service.New(service.Config{Upstreams: r.ups.get, MemoryQuota: n.cfg.Puller.MemoryQuota, Logger: log, Meter: meter})
 	if err != nil {
+		_ = sp.Close()
 		return nil, err
 	}
 	r.svc = svc
@@ -252,8 +272,11 @@ func (r *pullerRole) Run(ctx context.Context, env Env) error {
 	<-ctx.Done()
 	return nil
 }
-func (r *pullerRole) Stop()        { r.svc.Stop() }
-func (r *pullerRole) Close() error { r.svc.Stop(); return r.ups.Close() }
+func (r *pullerRole) Stop() { r.svc.Stop() }
+func (r *pullerRole) Close() error {
+	r.svc.Stop()
+	return errors.Join(r.ups.Close(), r.spill.Close())
+}
 
 // sorterRole serves SorterService, pulling from the pullers routes name.
 type sorterRole struct {
