@@ -387,30 +387,7 @@ func TestResolveStuckLock(t *testing.T) {
 	m.insert(1, 10)
 
 	// Prewrite row 500 and walk away: a client that crashed mid-commit.
-	txn, err := tikv.StoreProbe{KVStore: c.kv}.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A valid row value: TiDB's storage decodes values of record keys.
-	val, err := c.kv.GetSnapshot(tso(t, c)).Get(context.Background(), tb.recordKey(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := txn.Set(tb.recordKey(500), val.Value); err != nil {
-		t.Fatal(err)
-	}
-	committer, err := txn.NewCommitter(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := committer.InitKeysAndMutations(); err != nil {
-		t.Fatal(err)
-	}
-	committer.SetLockTTL(500)
-	if err := committer.PrewriteAllMutations(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	lockTs := txn.StartTS()
+	lockTs := orphanLock(t, c, tb, 500, 500)
 	began := time.Now()
 	t.Logf("orphan lock at ts %d", lockTs)
 
@@ -447,28 +424,7 @@ func TestSpilledPrewritesGoWithTheirSubscription(t *testing.T) {
 		t.Fatalf("after committed inserts: %+v; want none left on disk", st)
 	}
 
-	txn, err := tikv.StoreProbe{KVStore: c.kv}.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	val, err := c.kv.GetSnapshot(tso(t, c)).Get(context.Background(), tb.recordKey(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := txn.Set(tb.recordKey(500), val.Value); err != nil {
-		t.Fatal(err)
-	}
-	committer, err := txn.NewCommitter(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := committer.InitKeysAndMutations(); err != nil {
-		t.Fatal(err)
-	}
-	committer.SetLockTTL(60000)
-	if err := committer.PrewriteAllMutations(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	orphanLock(t, c, tb, 500, 60000)
 	deadline := time.Now().Add(30 * time.Second)
 	for sp.Stats().OnDisk != 1 {
 		if time.Now().After(deadline) {
@@ -481,4 +437,35 @@ func TestSpilledPrewritesGoWithTheirSubscription(t *testing.T) {
 		t.Fatalf("after the subscription ended: %+v; want nothing on disk or held", st)
 	}
 	verify(t, f, m, startTs)
+}
+
+// orphanLock prewrites row handle with the value of row 1 (a valid row:
+// TiDB's storage decodes values of record keys) under a lock of ttl ms,
+// and walks away as a client that crashed mid-commit would. It returns
+// the lock's start ts.
+func orphanLock(t *testing.T, c *Client, tb table, handle int64, ttl uint64) uint64 {
+	t.Helper()
+	txn, err := tikv.StoreProbe{KVStore: c.kv}.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := c.kv.GetSnapshot(tso(t, c)).Get(context.Background(), tb.recordKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Set(tb.recordKey(handle), val.Value); err != nil {
+		t.Fatal(err)
+	}
+	committer, err := txn.NewCommitter(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := committer.InitKeysAndMutations(); err != nil {
+		t.Fatal(err)
+	}
+	committer.SetLockTTL(ttl)
+	if err := committer.PrewriteAllMutations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return txn.StartTS()
 }
