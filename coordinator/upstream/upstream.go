@@ -134,13 +134,50 @@ func (u *Upstream) ClusterID() uint64 { return u.clusterID }
 // CurrentTS draws a fresh timestamp from PD's TSO: physical ms << 18 |
 // logical. Every later CurrentTS, and every transaction's commit ts that
 // starts after it, is greater.
+//
+// A refused TSO stream is tried again a few times first: PD refuses one
+// while its TSO is not ready (a leader just elected, or a client's first
+// stream racing its connection), and a try a moment later gets past it. A
+// PD that is down is still reported unavailable, about two seconds later.
 func (u *Upstream) CurrentTS(ctx context.Context) (uint64, error) {
-	physical, logical, err := u.client.GetTS(ctx)
-	if err != nil {
-		return 0, callErr(ctx, "get TSO", err)
+	wait := tsoRetryWait
+	var first error
+	for attempt := 1; ; attempt++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attempt > 1 {
+			// A retry against a PD that is down waits for the client to
+			// reconnect: bounded, so that a down PD is still reported soon.
+			actx, cancel = context.WithTimeout(ctx, tsoRetryTimeout)
+		}
+		physical, logical, err := u.client.GetTS(actx)
+		cancel()
+		if err == nil {
+			return ComposeTS(physical, logical), nil
+		}
+		if first == nil {
+			first = err // the refusal itself; a retry's own timeout says less
+		}
+		if attempt == tsoAttempts || ctx.Err() != nil {
+			return 0, callErr(ctx, fmt.Sprintf("get TSO (%d tries)", attempt), first)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, callErr(ctx, fmt.Sprintf("get TSO (%d tries)", attempt), first)
+		case <-t.C:
+		}
+		wait *= 2
 	}
-	return ComposeTS(physical, logical), nil
 }
+
+// CurrentTS's tries: a retry 50 ms after a refusal and one 100 ms after
+// that, each given a second.
+const (
+	tsoAttempts     = 3
+	tsoRetryWait    = 50 * time.Millisecond
+	tsoRetryTimeout = time.Second
+)
 
 // GCSafePoint returns the minimum service GC safepoint of the cluster: the
 // point TiDB's GC worker may advance the GC safepoint to at any moment.

@@ -273,6 +273,23 @@ func TestCallsAfterPDStopsAreUnavailable(t *testing.T) {
 	require.NotErrorIs(t, err, cdcerr.ErrUnavailable)
 }
 
+// A TSO stream refused once or twice (PD's TSO not ready: a leader just
+// elected, or a client's first stream racing its connection) is not an
+// outage to report: `cdc cli changefeed resume --overwrite-checkpoint-ts
+// now` failed with UNAVAILABLE on it under load.
+func TestCurrentTSRidesOverATSOStreamThatIsNotReady(t *testing.T) {
+	srv := startPD(t, pdfake.Options{})
+	u := open(t, srv.URL())
+	before := srv.Calls("Tso")
+	srv.FailTSO(2)
+	ts, err := u.CurrentTS(t.Context())
+	require.NoError(t, err)
+	require.NotZero(t, ts)
+	// The client may have had a stream open already, refused at its next
+	// request: at least two more were opened, the last one answered.
+	require.GreaterOrEqual(t, srv.Calls("Tso")-before, 2, "streams opened after the refusals")
+}
+
 func TestTSOHelpers(t *testing.T) {
 	at := time.Date(2026, 11, 23, 12, 0, 0, 123e6, time.UTC)
 	ts := ComposeTS(at.UnixMilli(), 7)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pingcap/kvproto/pkg/meta_storagepb"
@@ -178,6 +179,11 @@ func (s *Server) GCSafePoint() uint64 {
 	return s.svc.gc.gcSafePoint()
 }
 
+// FailTSO has the next n TSO requests answered by closing their stream
+// with codes.Unavailable, as a PD whose TSO is not ready yet does (a
+// leader just elected, or a client's first stream racing its connection).
+func (s *Server) FailTSO(n int) { s.svc.tsoFailures.Store(int64(n)) }
+
 // ServiceSafePoints returns a copy of the live (unexpired) service
 // safepoints by service id, including "gc_worker".
 func (s *Server) ServiceSafePoints() map[string]uint64 {
@@ -221,8 +227,9 @@ type service struct {
 	now       func() time.Time
 	log       *slog.Logger
 
-	tso tsoAllocator
-	gc  *gcState
+	tso         tsoAllocator
+	tsoFailures atomic.Int64
+	gc          *gcState
 
 	callsMu       sync.Mutex
 	calls         map[string]int
@@ -346,6 +353,9 @@ func (s *service) Tso(stream pdpb.PD_TsoServer) error {
 		if err := s.checkHeader(req.GetHeader()); err != nil {
 			return err
 		}
+		if s.takeTSOFailure() {
+			return status.Error(codes.Unavailable, "tso not ready (pdfake.FailTSO)")
+		}
 		count := req.GetCount()
 		if count == 0 || count >= maxLogical {
 			return status.Errorf(codes.InvalidArgument, "tso count should be in [1, %d), got %d", maxLogical, count)
@@ -358,6 +368,18 @@ func (s *service) Tso(stream pdpb.PD_TsoServer) error {
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
+		}
+	}
+}
+
+func (s *service) takeTSOFailure() bool {
+	for {
+		n := s.tsoFailures.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.tsoFailures.CompareAndSwap(n, n-1) {
+			return true
 		}
 	}
 }
